@@ -1,0 +1,36 @@
+"""vpr_core: visual place recognition without ROS.
+
+Public API (resolved lazily, so ``import vpr_core`` stays cheap):
+
+- models: :func:`dinov2`, :func:`selavpr_plusplus`, :func:`supervlad`, :func:`ham_vpr`,
+  :func:`build_model`, :func:`load_model`, :class:`ModelConfig`;
+- descriptors: :class:`Extractor`, :func:`describe`, :class:`Descriptors`;
+- maps and localization: :class:`MapDatabase`, :func:`build_map`, :class:`PlaceRecognizer`.
+"""
+from importlib import import_module
+
+_EXPORTS = {
+    'ModelConfig': 'vpr_core.model.config',
+    'build_model': 'vpr_core.model.factory',
+    'dinov2': 'vpr_core.model.factory',
+    'selavpr_plusplus': 'vpr_core.model.factory',
+    'supervlad': 'vpr_core.model.factory',
+    'ham_vpr': 'vpr_core.model.factory',
+    'load_model': 'vpr_core.model.checkpoint',
+    'save_model': 'vpr_core.model.checkpoint',
+    'Descriptors': 'vpr_core.descriptors',
+    'Extractor': 'vpr_core.extractor',
+    'describe': 'vpr_core.extractor',
+    'MapDatabase': 'vpr_core.mapdb.database',
+    'build_map': 'vpr_core.mapdb.builder',
+    'PlaceRecognizer': 'vpr_core.localization.recognizer',
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f'module vpr_core has no attribute {name!r}')
+    return getattr(import_module(module), name)

@@ -1,0 +1,39 @@
+"""The ``vpr`` command line: a thin front end over the vpr_core API.
+
+Each command module exposes ``register(subparsers)`` which adds its sub-command and sets
+``func`` (called with the parsed namespace, returns an exit code).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from importlib import import_module
+from typing import Sequence
+
+from vpr_core.errors import VPRError
+
+COMMAND_MODULES = (
+)
+
+
+def build_parser(extra_modules: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """Parser with every sub-command of ``COMMAND_MODULES`` and ``extra_modules``."""
+    parser = argparse.ArgumentParser(prog='vpr', description='Visual place recognition tools.')
+    parser.add_argument('-v', '--verbose', action='store_true', help='debug logging')
+    subparsers = parser.add_subparsers(dest='command', required=True, metavar='COMMAND')
+    for name in (*COMMAND_MODULES, *extra_modules):
+        import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, extra_modules: Sequence[str] = ()) -> int:
+    """Run one ``vpr`` sub-command; a :class:`VPRError` becomes a one-line message, exit 2."""
+    args = build_parser(extra_modules).parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format='%(levelname)s %(name)s: %(message)s')
+    try:
+        return int(args.func(args) or 0)
+    except VPRError as exc:
+        print(f'vpr {args.command}: error: {exc}', file=sys.stderr)
+        return 2

@@ -1,0 +1,115 @@
+"""Typed description of a VPR model: backbone, adapters, heads, hashing and preprocessing.
+
+A :class:`ModelConfig` is the whole architecture. It travels inside every checkpoint we write,
+so inference never re-types it. Presets for the published systems live in ``factory.py``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    """DINOv2 vision transformer hyper-parameters (official names and defaults)."""
+
+    embed_dim: int = 768
+    depth: int = 12
+    num_heads: int = 12
+    mlp_ratio: float = 4.0
+    ffn_layer: Literal['mlp', 'swiglufused'] = 'mlp'
+    patch_size: int = 14
+    img_size: int = 518
+    num_register_tokens: int = 0
+    interpolate_offset: float = 0.1
+    interpolate_antialias: bool = False
+    init_values: float = 1.0
+    # Blocks with index >= this are trainable; None keeps the whole ViT frozen (SelaVPR++,
+    # HAM-VPR). SuperVLAD trains blocks 8..11 of ViT-B (``train_blocks_from=8``).
+    train_blocks_from: int | None = None
+
+
+@dataclass(frozen=True)
+class AdapterConfig:
+    """Adapters on the frozen ViT.
+
+    ``mulconv``: SelaVPR++ side network of MulConvAdapters; ``first_block`` is the index of the
+    first block whose output feeds an adapter (None: 0 for depth <= 12, depth - 16 otherwise).
+    ``serial_parallel``: SelaVPR/HAM-VPR adapter pair inside the last ``last_blocks`` blocks.
+    """
+
+    kind: Literal['none', 'mulconv', 'serial_parallel'] = 'none'
+    first_block: int | None = None
+    last_blocks: int = 6
+    bottleneck_ratio: float = 0.5
+    parallel_scale: float = 0.2
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    """Aggregation head producing the float global descriptor."""
+
+    kind: Literal['gem', 'boq', 'salad', 'supervlad', 'amg_gem'] = 'gem'
+    out_dim: int | None = None          # gem: Linear2 output (None: 2048 for D<=768 else 4096)
+    # SuperVLAD
+    clusters: int = 4
+    ghost_clusters: int = 1
+    crossimage_encoder: bool = False
+    # BoQ
+    boq_proj_channels: int = 384
+    boq_num_queries: int = 64
+    boq_num_layers: int = 2
+    boq_row_dim: int = 32
+    # SALAD
+    salad_clusters: int = 64
+    salad_cluster_dim: int = 128
+    salad_token_dim: int = 256
+    salad_dropout: float = 0.3
+    # HAM-VPR attention-mask head
+    mask_channels: int = 256
+
+
+@dataclass(frozen=True)
+class HashingConfig:
+    """Deep hashing branch (SelaVPR++). ``bits`` = 0 disables it.
+
+    ``rerank`` True gives the two-branch model (binary codes + float re-rank descriptor);
+    ``bits`` > 0 with ``rerank`` False gives the single-branch hashing model.
+    """
+
+    bits: int = 0
+    rerank: bool = True
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """How images are fed: ImageNet-normalise first, then resize the tensor (aspect not kept)."""
+
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    train_size: tuple[int, int] = (224, 224)    # (height, width)
+    test_size: tuple[int, int] = (322, 322)
+    antialias: bool = False
+    # Cross-image encoders make a descriptor depend on its batch; inference then always runs
+    # in fixed-size batches of this many images (padded by repetition), see SuperVLAD notes.
+    infer_batch_size: int = 8
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The complete architecture of a VPR model."""
+
+    name: str = 'custom'
+    system: Literal['selavpr++', 'supervlad', 'ham-vpr', 'dinov2', 'custom'] = 'custom'
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    adapter: AdapterConfig = field(default_factory=AdapterConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    hashing: HashingConfig = field(default_factory=HashingConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+
+    def with_changes(self, **changes) -> 'ModelConfig':
+        """Return a copy with top-level fields replaced."""
+        return replace(self, **changes)

@@ -38,7 +38,10 @@ class AdapterConfig:
 
     ``mulconv``: SelaVPR++ side network of MulConvAdapters; ``first_block`` is the index of the
     first block whose output feeds an adapter (None: 0 for depth <= 12, depth - 16 otherwise).
-    ``serial_parallel``: SelaVPR/HAM-VPR adapter pair inside the last ``last_blocks`` blocks.
+    ``serial_parallel``: SelaVPR/HAM-VPR adapter pair inside the last ``last_blocks`` blocks;
+    ``unused_norms`` adds the two LayerNorms HAM-VPR declares per adapter but never applies (they
+    exist only so its checkpoints load). ``trainable`` False freezes the adapters (HAM-VPR runs
+    its adapted backbone under no_grad, so only its mask head and AMG-GeM train).
     """
 
     kind: Literal['none', 'mulconv', 'serial_parallel'] = 'none'
@@ -46,13 +49,15 @@ class AdapterConfig:
     last_blocks: int = 6
     bottleneck_ratio: float = 0.5
     parallel_scale: float = 0.2
+    unused_norms: bool = False
+    trainable: bool = True
 
 
 @dataclass(frozen=True)
 class HeadConfig:
-    """Aggregation head producing the float global descriptor."""
+    """Aggregation head producing the float global descriptor (``cls``: plain DINOv2 CLS token)."""
 
-    kind: Literal['gem', 'boq', 'salad', 'supervlad', 'amg_gem'] = 'gem'
+    kind: Literal['gem', 'boq', 'salad', 'supervlad', 'amg_gem', 'cls'] = 'gem'
     out_dim: int | None = None          # gem: Linear2 output (None: 2048 for D<=768 else 4096)
     # SuperVLAD
     clusters: int = 4

@@ -98,8 +98,9 @@ class PreprocessConfig:
     train_size: tuple[int, int] = (224, 224)    # (height, width)
     test_size: tuple[int, int] = (322, 322)
     antialias: bool = False
-    # Cross-image encoders make a descriptor depend on its batch; inference then always runs
-    # in fixed-size batches of this many images (padded by repetition), see SuperVLAD notes.
+    # Cross-image encoders make a descriptor depend on its batch. The papers' protocol feeds
+    # consecutive groups of this many images (the last group shorter); the Extractor uses it
+    # only with crossimage_policy='fixed_batch' (default 'single': one image per sequence).
     infer_batch_size: int = 8
 
 

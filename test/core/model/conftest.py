@@ -23,14 +23,8 @@ def tiny_config(head: str = 'gem', adapter: str = 'none', bits: int = 0, rerank:
 
 
 @pytest.fixture(autouse=True)
-def _seeded_single_thread():
-    """Seed, and run tiny models on one thread: with tiny tensors, thread hand-offs cost more
-    than the arithmetic, badly so on a busy 2-core machine."""
+def _seeded():
     torch.manual_seed(0)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture

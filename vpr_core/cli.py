@@ -14,6 +14,10 @@ from typing import Sequence
 from vpr_core.errors import VPRError
 
 COMMAND_MODULES = (
+    'vpr_core.evaluation.commands',
+    'vpr_core.model.weights',
+    'vpr_core.model.export',
+    'vpr_core.mapdb.commands',
 )
 
 

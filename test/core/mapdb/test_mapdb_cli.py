@@ -1,0 +1,95 @@
+"""The CLI contract with a real tiny model: build-map (images, bag), map-info, query."""
+from pathlib import Path
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from vpr_core.bags import BagWriter
+from vpr_core.cli import main
+from vpr_core.extractor import Extractor
+from vpr_core.image import load_image_file
+from vpr_core.localization.recognizer import PlaceRecognizer
+from vpr_core.mapdb.database import MapDatabase
+from vpr_core.mapdb.pose import Pose
+from vpr_core.model.checkpoint import save_model
+from vpr_core.model.config import (BackboneConfig, HashingConfig, HeadConfig, ModelConfig,
+                                   PreprocessConfig)
+from vpr_core.model.factory import build_model
+
+NORDLAND = Path(__file__).resolve().parents[3] / '..' / 'shared' / 'data' / 'nordland_64x32'
+TINY = ModelConfig(backbone=BackboneConfig(embed_dim=64, depth=2, num_heads=2),
+                   head=HeadConfig(kind='gem', out_dim=64), hashing=HashingConfig(bits=64),
+                   preprocess=PreprocessConfig(test_size=(56, 56)))
+
+
+def tiny_weights(path: Path, seed: int) -> Path:
+    torch.manual_seed(seed)
+    save_model(build_model(TINY), path)
+    return path
+
+
+@pytest.fixture(scope='module')
+def workspace(tmp_path_factory):
+    if not NORDLAND.is_dir():
+        pytest.skip('shared Nordland data not available')
+    root = tmp_path_factory.mktemp('cli')
+    (root / 'summer').mkdir()
+    for index in range(2000, 2010):
+        name = f'images-{(index + 1) * 10:05d}.png'
+        shutil.copy(NORDLAND / 'summer' / name, root / 'summer' / name)
+    return root, tiny_weights(root / 'a.safetensors', 0), tiny_weights(root / 'b.safetensors', 1)
+
+
+def test_build_map_from_images_then_info_and_query(workspace, capsys):
+    root, weights, other = workspace
+    out = root / 'map'
+    assert main(['build-map', '--images', str(root / 'summer'), '--out', str(out),
+                 '--weights', str(weights), '--no-progress', '--thumbnails', '16x32']) == 0
+    extractor = Extractor.from_weights(weights)
+    database = MapDatabase.load(out, expected_fingerprint=extractor.fingerprint)
+    assert database.size == 10 and database.manifest.synthetic_poses
+    assert database.manifest.preprocess['test_size'] == [56, 56]
+    assert database.manifest.model['head']['out_dim'] == 64
+    assert main(['map-info', str(out)]) == 0
+    assert 'places: 10' in capsys.readouterr().out
+    assert main(['query', '--map', str(out), '--images', str(root / 'summer'), '-k', '3',
+                 '--weights', str(weights)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith('query\trank\tplace_id') and len(lines) == 1 + 10 * 3
+    top = [line.split('\t') for line in lines[1:] if line.split('\t')[1] == '0']
+    assert [int(row[2]) for row in top] == list(range(10))     # every image finds itself
+    # the map refuses the other model, naming both fingerprints
+    assert main(['query', '--map', str(out), '--images', str(root / 'summer'),
+                 '--weights', str(other)]) == 2
+    error = capsys.readouterr().err
+    assert extractor.fingerprint in error and Extractor.from_weights(other).fingerprint in error
+    # the recognizer runs the model on images directly
+    recognizer = PlaceRecognizer(database, extractor)
+    image = load_image_file(sorted((root / 'summer').iterdir())[4])
+    assert recognizer.process(image, 4.0).match.index == 4
+
+
+def test_build_map_from_a_bag_and_append(workspace, capsys):
+    root, weights, _ = workspace
+    bag = root / 'bag'
+    images = [load_image_file(p) for p in sorted((root / 'summer').iterdir())]
+    with BagWriter(bag, 'sqlite3') as writer:
+        for i, image in enumerate(images):
+            writer.add_pose('/odom', i * 10**9, Pose((4.0 * i, 0.0, 0.0)))
+            writer.add_image('/cam', i * 10**9 + 1000, image)
+    out = root / 'bag_map'
+    assert main(['build-map', '--bag', str(bag), '--image-topic', '/cam', '--pose-topic',
+                 '/odom', '--out', str(out), '--weights', str(weights), '--no-progress',
+                 '--set', 'keyframes.min_distance_m=7.5']) == 0
+    database = MapDatabase.load(out)
+    assert database.size == 5 and np.allclose(np.diff(database.positions[:, 0]), 8.0)
+    assert '5 places from 10 frames (0 without a pose)' in capsys.readouterr().out
+    assert main(['build-map', '--bag', str(bag), '--image-topic', '/cam', '--out', str(out),
+                 '--weights', str(weights), '--no-progress', '--append']) == 0
+    appended = MapDatabase.load(out)
+    assert appended.size == 15 and len(set(appended.place_ids)) == 15
+    assert main(['build-map', '--bag', str(bag), '--out', str(out), '--weights',
+                 str(weights)]) == 2
+    assert '--image-topic' in capsys.readouterr().err

@@ -1,0 +1,187 @@
+"""Build a map: list frames, choose keyframes, extract descriptors in batches, pose, save.
+
+The descriptor side is any object with the :class:`DescriptorSource` shape (the model's
+``Extractor`` has it), so the builder never depends on a particular model.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Literal, Protocol, Sequence
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from vpr_core.config import to_dict
+from vpr_core.descriptors import Descriptors
+from vpr_core.errors import ConfigError, MapError
+from vpr_core.mapdb.database import MapDatabase
+from vpr_core.mapdb.keyframe import KeyframeConfig, select_keyframes
+from vpr_core.mapdb.manifest import creation_info, MapManifest
+from vpr_core.mapdb.pose import compose, Pose
+from vpr_core.mapdb.source import FrameSource, FrameTable
+
+logger = logging.getLogger(__name__)
+
+IDENTITY_EXTRINSIC = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0)
+
+
+class DescriptorSource(Protocol):
+    """What the builder needs from a model (``vpr_core.extractor.Extractor`` fits)."""
+
+    @property
+    def fingerprint(self) -> str:
+        """Identity of model + weights; maps record it and refuse other models."""
+
+    @property
+    def descriptor_dim(self) -> int:
+        """Float descriptor width (0: codes only)."""
+
+    @property
+    def code_bits(self) -> int:
+        """Binary code bits (0: floats only)."""
+
+    @property
+    def model_config(self) -> Any:
+        """The model's architecture dataclass (None when unknown)."""
+
+    def extract(self, images: Sequence[np.ndarray]) -> Descriptors:
+        """N RGB uint8 images -> N descriptors."""
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """How a map is built.
+
+    ``store``: keep floats, codes or both; ``float_dtype``: float16 halves the float memory;
+    ``thumbnail_size``: (height, width) of debug thumbnails, (0, 0) for none;
+    ``camera_in_base``: the mapping camera's pose in the base frame (x y z qx qy qz qw), so
+    the map stores camera poses; ``frame_id``: overrides the frame named by the source.
+    """
+
+    keyframes: KeyframeConfig = field(default_factory=KeyframeConfig)
+    batch_size: int = 16
+    store: Literal['both', 'floats', 'codes'] = 'both'
+    float_dtype: Literal['float32', 'float16'] = 'float32'
+    thumbnail_size: tuple[int, int] = (0, 0)
+    pose_tolerance_s: float = 0.5
+    camera_in_base: tuple[float, ...] = IDENTITY_EXTRINSIC
+    frame_id: str = ''
+    planar_max_z_range_m: float = 2.0
+
+
+def build_map(source: FrameSource, extractor: DescriptorSource,
+              config: BuildConfig = BuildConfig(), *, out: str | Path | None = None,
+              progress: bool = True) -> MapDatabase:
+    """Build (and, with ``out``, atomically save) the map of ``source``'s keyframes."""
+    if config.batch_size < 1:
+        raise ConfigError(f'batch_size must be >= 1, got {config.batch_size}')
+    table = source.table()
+    chosen = choose_frames(table, config.keyframes)
+    logger.info('%d frames, %d without a pose, %d keyframes', len(table.stamps_ns),
+                int((~table.valid).sum()), len(chosen))
+    descriptors, thumbnails = extract_all(source.images(chosen), extractor, len(chosen),
+                                          config, progress)
+    positions, orientations = compose(table.positions[chosen], table.orientations[chosen],
+                                      Pose.from_sequence(config.camera_in_base))
+    manifest = _manifest(table, extractor, config, chosen, positions, descriptors)
+    database = MapDatabase(manifest, descriptors, positions, orientations,
+                           table.stamps_ns[chosen], thumbnails=thumbnails,
+                           names=table.names[chosen])
+    if out is not None:
+        database.save(out, tool='vpr build-map')
+    return database
+
+
+def choose_frames(table: FrameTable, config: KeyframeConfig) -> np.ndarray:
+    """Indices [K] (ascending) of posed frames that become keyframes."""
+    posed = np.flatnonzero(table.valid)
+    if not table.keyframing:
+        return posed
+    kept = select_keyframes(table.positions[posed], table.orientations[posed],
+                            table.stamps_ns[posed], config)
+    return posed[kept]
+
+
+def extract_all(images: Iterable[np.ndarray], extractor: DescriptorSource, count: int,
+                config: BuildConfig, progress: bool = True
+                ) -> tuple[Descriptors, np.ndarray | None]:
+    """Descriptors of ``count`` images in batches of ``config.batch_size`` (progress bar), and
+    their thumbnails [count, h, w, 3] when ``config.thumbnail_size`` is set."""
+    floats, codes, thumbs, batch = [], [], [], []
+    keep_floats = config.store in ('both', 'floats') and extractor.descriptor_dim > 0
+    keep_codes = config.store in ('both', 'codes') and extractor.code_bits > 0
+    if not keep_floats and not keep_codes:
+        raise ConfigError(f"store '{config.store}' keeps nothing: the model gives "
+                          f'{extractor.descriptor_dim}-d floats and {extractor.code_bits}-bit '
+                          'codes')
+    with tqdm(total=count, unit='img', desc='map descriptors', disable=not progress) as bar:
+        for image in images:
+            batch.append(image)
+            if config.thumbnail_size[0] > 0:
+                thumbs.append(_thumbnail(image, config.thumbnail_size))
+            if len(batch) == config.batch_size:
+                _extract_batch(extractor, batch, floats, codes, bar)
+        if batch:
+            _extract_batch(extractor, batch, floats, codes, bar)
+    result = Descriptors(
+        _stack(floats, (0, extractor.descriptor_dim), np.float32) if keep_floats else None,
+        _stack(codes, (0, extractor.code_bits // 8), np.uint8) if keep_codes else None)
+    if len(result) != count:
+        raise MapError(f'the source yielded {len(result)} images for {count} chosen frames')
+    return result, (np.stack(thumbs) if thumbs else None)
+
+
+def _extract_batch(extractor: DescriptorSource, batch: list, floats: list, codes: list,
+                   bar) -> None:
+    descriptors = extractor.extract(batch)
+    if descriptors.floats is not None:
+        floats.append(np.asarray(descriptors.floats, dtype=np.float32))
+    if descriptors.codes is not None:
+        codes.append(np.asarray(descriptors.codes, dtype=np.uint8))
+    bar.update(len(batch))
+    batch.clear()
+
+
+def _stack(parts: list, empty_shape: tuple[int, int], dtype) -> np.ndarray:
+    return np.concatenate(parts).astype(dtype, copy=False) if parts else \
+        np.zeros(empty_shape, dtype)
+
+
+def _thumbnail(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    return cv2.resize(np.ascontiguousarray(image), (size[1], size[0]),
+                      interpolation=cv2.INTER_AREA)
+
+
+def model_info(extractor: DescriptorSource) -> tuple[dict, dict]:
+    """(model summary, preprocessing) of a descriptor source, for the manifest."""
+    config = getattr(extractor, 'model_config', None)
+    if config is None or not dataclasses.is_dataclass(config):
+        return {'name': type(extractor).__name__}, {}
+    data = to_dict(config)
+    return data, data.get('preprocess', {})
+
+
+def _manifest(table: FrameTable, extractor: DescriptorSource, config: BuildConfig,
+              chosen: np.ndarray, positions: np.ndarray,
+              descriptors: Descriptors) -> MapManifest:
+    model, preprocess = model_info(extractor)
+    z_range = float(np.ptp(positions[:, 2])) if len(positions) else 0.0
+    source = dict(table.info, frames=int(len(table.stamps_ns)),
+                  frames_without_pose=int((~table.valid).sum()), keyframes=int(len(chosen)))
+    return MapManifest(
+        model_fingerprint=extractor.fingerprint,
+        descriptor_dim=extractor.descriptor_dim if descriptors.floats is not None else 0,
+        code_bits=extractor.code_bits if descriptors.codes is not None else 0,
+        num_places=len(chosen),
+        float_dtype=config.float_dtype if descriptors.floats is not None else 'none',
+        frame_id=config.frame_id or table.frame_id, pose_frame='camera',
+        synthetic_poses=table.synthetic_poses, orientation_source=table.orientation_source,
+        planar=z_range <= config.planar_max_z_range_m, geo_origin=table.geo_origin,
+        preprocess=preprocess, model=model, source=source,
+        keyframing=dict(to_dict(config.keyframes), applied=table.keyframing,
+                        camera_in_base=list(config.camera_in_base)),
+        created=creation_info('vpr build-map'))

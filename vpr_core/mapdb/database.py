@@ -1,0 +1,240 @@
+"""The map: descriptors, poses, stamps and place ids of keyframes, with search and storage.
+
+On disk a map is a directory: ``manifest.json`` plus one ``.npy`` per array (``floats``
+[N, D] float32/float16, ``codes`` [N, bits / 8] uint8, ``positions`` [N, 3] float64,
+``orientations`` [N, 4] float64 (x, y, z, w), ``stamps`` [N] int64 ns, ``place_ids`` [N] int64,
+optional ``thumbnails`` [N, h, w, 3] uint8 and ``names`` [N] unicode). Saves and appends are
+atomic (see :mod:`vpr_core.mapdb.storage`); loads check every file against the manifest.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from vpr_core.descriptors import Descriptors
+from vpr_core.errors import IncompatibleMapError, MapError
+from vpr_core.mapdb import storage
+from vpr_core.mapdb.index import PlaceIndex, SearchConfig, SearchHits, structure_key
+from vpr_core.mapdb.manifest import MapManifest, creation_info, map_id_of, read_manifest
+from vpr_core.mapdb.match import PlaceMatch
+
+logger = logging.getLogger(__name__)
+
+_FILES = {'floats': 'floats.npy', 'codes': 'codes.npy', 'positions': 'positions.npy',
+          'orientations': 'orientations.npy', 'stamps_ns': 'stamps.npy',
+          'place_ids': 'place_ids.npy', 'thumbnails': 'thumbnails.npy', 'names': 'names.npy'}
+_OPTIONAL = ('floats', 'codes', 'thumbnails', 'names')
+
+
+class MapDatabase:
+    """Keyframes of a map: descriptors, poses in ``manifest.frame_id``, stamps and place ids."""
+
+    def __init__(self, manifest: MapManifest, descriptors: Descriptors, positions: np.ndarray,
+                 orientations: np.ndarray, stamps_ns: np.ndarray,
+                 place_ids: np.ndarray | None = None, thumbnails: np.ndarray | None = None,
+                 names: np.ndarray | None = None, path: Path | None = None) -> None:
+        count = len(stamps_ns)
+        self.floats = _cast_floats(descriptors.floats, manifest.float_dtype)
+        self.codes = None if descriptors.codes is None else np.asarray(descriptors.codes,
+                                                                       np.uint8)
+        self.positions = np.asarray(positions, dtype=np.float64).reshape(count, 3)
+        self.orientations = np.asarray(orientations, dtype=np.float64).reshape(count, 4)
+        self.stamps_ns = np.asarray(stamps_ns, dtype=np.int64).reshape(count)
+        self.place_ids = np.arange(count, dtype=np.int64) if place_ids is None else \
+            np.asarray(place_ids, dtype=np.int64).reshape(count)
+        self.thumbnails = thumbnails
+        self.names = None if names is None else np.asarray(names, dtype=str)
+        self.path = path
+        self._indexes: dict[SearchConfig, PlaceIndex] = {}
+        self._check(manifest, count)
+        metric = 'cosine' if self.floats is not None else 'hamming'
+        self.manifest = manifest.with_changes(num_places=count, metric=metric)
+
+    @property
+    def size(self) -> int:
+        """Number of places."""
+        return len(self.stamps_ns)
+
+    @property
+    def fingerprint(self) -> str:
+        """Fingerprint of the model whose descriptors the map holds."""
+        return self.manifest.model_fingerprint
+
+    @property
+    def descriptors(self) -> Descriptors:
+        """All stored descriptors (floats in their stored dtype)."""
+        return Descriptors(self.floats, self.codes)
+
+    @property
+    def keyframe_spacing_m(self) -> float:
+        """Median distance between consecutive places (1.0 when it cannot be measured)."""
+        if self.size < 2:
+            return 1.0
+        steps = np.linalg.norm(np.diff(self.positions, axis=0), axis=1)
+        steps = steps[steps > 1e-6]
+        return float(np.median(steps)) if len(steps) else 1.0
+
+    def memory_bytes(self) -> dict[str, int]:
+        """Bytes held per array (the search index adds its own, see ``bench/retrieval.py``)."""
+        return {name: int(getattr(self, name).nbytes) for name in _FILES
+                if getattr(self, name) is not None}
+
+    def index(self, config: SearchConfig = SearchConfig()) -> PlaceIndex:
+        """The search index for ``config``, built on first use and cached (configs that
+        differ only in query-time settings share it)."""
+        key = structure_key(config)
+        if key not in self._indexes:
+            self._indexes[key] = PlaceIndex(self.floats, self.codes, self.manifest.code_bits,
+                                            config)
+        return self._indexes[key]
+
+    def search_hits(self, queries: Descriptors, k: int | None = None,
+                    config: SearchConfig = SearchConfig()) -> SearchHits:
+        """Ranked hits as arrays ([Q, K] rows, scores, distances)."""
+        return self.index(config).search(queries, k, config)
+
+    def search(self, queries: Descriptors, k: int | None = None,
+               config: SearchConfig = SearchConfig()) -> list[list[PlaceMatch]]:
+        """Top-``k`` places for each of the Q queries, best first, as named records."""
+        return self.records(self.search_hits(queries, k, config))
+
+    def records(self, hits: SearchHits) -> list[list[PlaceMatch]]:
+        """Turn ranked hit arrays into lists of :class:`PlaceMatch` (missing hits dropped)."""
+        return [[self.record(int(i), rank, float(s), float(d))
+                 for rank, (i, s, d) in enumerate(zip(row, scores, dists)) if i >= 0]
+                for row, scores, dists in zip(hits.indices, hits.scores, hits.distances)]
+
+    def record(self, index: int, rank: int, score: float, distance: float) -> PlaceMatch:
+        """The named record of map row ``index``."""
+        return PlaceMatch(place_id=int(self.place_ids[index]), rank=rank, score=score,
+                          distance=distance, index=index,
+                          position=tuple(float(v) for v in self.positions[index]),
+                          orientation=tuple(float(v) for v in self.orientations[index]),
+                          stamp_ns=int(self.stamps_ns[index]))
+
+    def check_compatible(self, fingerprint: str, descriptor_dim: int | None = None,
+                         code_bits: int | None = None) -> None:
+        """Raise :class:`IncompatibleMapError` unless the map was built by this model."""
+        where = f' ({self.path})' if self.path else ''
+        if fingerprint != self.fingerprint:
+            raise IncompatibleMapError(
+                f'map{where} was built by model {self.fingerprint}, but the model in use is '
+                f'{fingerprint}; rebuild the map with this model or load the matching weights')
+        for name, want, have in (('descriptor_dim', descriptor_dim, self.manifest.descriptor_dim),
+                                 ('code_bits', code_bits, self.manifest.code_bits)):
+            if want is not None and have and want != have:
+                raise IncompatibleMapError(f'map{where} has {name} {have}, the model gives {want}')
+
+    def append(self, other: 'MapDatabase') -> 'MapDatabase':
+        """A new map holding these places then ``other``'s; clashing place ids are renumbered."""
+        other_manifest = other.manifest
+        self.check_compatible(other.fingerprint, other_manifest.descriptor_dim,
+                              other_manifest.code_bits)
+        if other_manifest.frame_id != self.manifest.frame_id:
+            raise MapError(f"cannot append places posed in frame '{other_manifest.frame_id}' to "
+                           f"a map in frame '{self.manifest.frame_id}'")
+        ids = other.place_ids
+        if self.size and np.intersect1d(ids, self.place_ids).size:
+            ids = ids - ids.min() + self.place_ids.max() + 1
+        joined = {name: _concat(getattr(self, name), getattr(other, name), name)
+                  for name in ('floats', 'codes', 'positions', 'orientations', 'stamps_ns',
+                               'thumbnails', 'names')}
+        source = dict(self.manifest.source)
+        source['appended'] = [*source.get('appended', []), other_manifest.source]
+        synthetic = self.manifest.synthetic_poses or other_manifest.synthetic_poses
+        manifest = self.manifest.with_changes(source=source, synthetic_poses=synthetic,
+                                              planar=self.manifest.planar and
+                                              other_manifest.planar)
+        return MapDatabase(manifest,
+                           Descriptors(joined['floats'], joined['codes']), joined['positions'],
+                           joined['orientations'], joined['stamps_ns'],
+                           np.concatenate([self.place_ids, ids]), joined['thumbnails'],
+                           joined['names'], self.path)
+
+    def save(self, path: str | Path, tool: str = 'vpr_core') -> None:
+        """Write the map to directory ``path`` atomically (an old map there is replaced)."""
+        path = Path(path)
+
+        def fill(tmp: Path) -> None:
+            files = {}
+            for name, filename in _FILES.items():
+                array = getattr(self, name)
+                if array is not None:
+                    files[filename] = storage.write_array(tmp, filename, array)
+            created = self.manifest.created or creation_info(tool)
+            manifest = self.manifest.with_changes(files=files, map_id=map_id_of(files),
+                                                  created=created)
+            storage.write_text(tmp, storage.MANIFEST, manifest.to_json())
+            self.manifest = manifest
+
+        storage.write_map_dir(path, fill)
+        self.path = path
+        logger.info('saved map %s: %d places (id %s)', path, self.size, self.manifest.map_id)
+
+    @classmethod
+    def load(cls, path: str | Path, *, expected_fingerprint: str | None = None,
+             verify: bool = True, mmap: bool = False) -> 'MapDatabase':
+        """Read a map directory, checking every file; refuse another model's map when
+        ``expected_fingerprint`` is given. ``mmap`` maps arrays read-only instead of reading."""
+        directory = storage.resolve_map_dir(path)
+        manifest = read_manifest(directory)
+        if expected_fingerprint is not None and expected_fingerprint != \
+                manifest.model_fingerprint:
+            raise IncompatibleMapError(
+                f'map {path} was built by model {manifest.model_fingerprint}, but the model in '
+                f'use is {expected_fingerprint}; rebuild the map with this model or load the '
+                'matching weights')
+        arrays = {}
+        for name, filename in _FILES.items():
+            entry = manifest.files.get(filename)
+            if entry is None and name in _OPTIONAL:
+                arrays[name] = None
+                continue
+            arrays[name] = storage.read_array(directory, filename, entry, verify=verify,
+                                              mmap=mmap and name in ('floats', 'codes'))
+        return cls(manifest, Descriptors(arrays['floats'], arrays['codes']),
+                   arrays['positions'], arrays['orientations'], arrays['stamps_ns'],
+                   arrays['place_ids'], arrays['thumbnails'], arrays['names'], Path(path))
+
+    def _check(self, manifest: MapManifest, count: int) -> None:
+        if self.floats is None and self.codes is None:
+            raise MapError('a map needs float descriptors, binary codes or both')
+        if self.floats is not None and self.floats.shape != (count, manifest.descriptor_dim):
+            raise MapError(f'floats have shape {self.floats.shape}, expected '
+                           f'({count}, {manifest.descriptor_dim})')
+        if self.codes is not None and self.codes.shape != (count, manifest.code_bits // 8):
+            raise MapError(f'codes have shape {self.codes.shape}, expected '
+                           f'({count}, {manifest.code_bits // 8})')
+        if len(np.unique(self.place_ids)) != count:
+            raise MapError('place ids must be unique')
+        for name in ('thumbnails', 'names'):
+            array = getattr(self, name)
+            if array is not None and len(array) != count:
+                raise MapError(f'{name} has {len(array)} rows, the map has {count} places')
+
+
+def _cast_floats(floats: np.ndarray | None, dtype: str) -> np.ndarray | None:
+    if floats is None or dtype == 'none':
+        return None
+    return floats if floats.dtype == np.dtype(dtype) else np.asarray(floats, dtype=dtype)
+
+
+def _concat(a: np.ndarray | None, b: np.ndarray | None, name: str) -> np.ndarray | None:
+    if a is None and b is None:
+        return None
+    if (a is None) != (b is None):
+        raise MapError(f'cannot append: only one of the two maps has {name}')
+    return np.concatenate([np.asarray(a), np.asarray(b)])
+
+
+def append_to_map(path: str | Path, addition: MapDatabase) -> MapDatabase:
+    """Append ``addition``'s places to the map at ``path`` atomically; returns the new map.
+
+    The whole map is rewritten into a temporary sibling and swapped in, so a crash leaves
+    either the old or the new map, never a mix.
+    """
+    merged = MapDatabase.load(path).append(addition)
+    merged.save(path, tool='append')
+    return merged

@@ -1,0 +1,303 @@
+"""Nearest-place search: binary Hamming top-K, float re-rank, float-only, and numpy reference.
+
+faiss facts this relies on: binary indexes store d bits as d / 8 bytes and return int32
+Hamming distances; only the flat binary index has a GPU version (``GpuIndexBinaryFlat``,
+built by hand because ``index_cpu_to_gpu`` does not take binary indexes); ``IndexBinaryIVF``
+and ``IndexBinaryHNSW`` are the approximate indexes for large maps. The numpy path computes
+the same exact results without faiss and is the reference the tests compare against.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from vpr_core.descriptors import Descriptors
+from vpr_core.errors import ConfigError, MapError
+
+logger = logging.getLogger(__name__)
+
+MODES = ('auto', 'rerank', 'binary', 'float')
+_CHUNK_BYTES = 64 << 20
+# Below this many queries faiss runs on the calling thread only: OpenMP fan-out over one
+# query costs more than it saves and spins badly on a loaded CPU.
+_PARALLEL_FROM = 16
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """How a map is searched.
+
+    ``mode``: ``rerank`` (Hamming top-``rerank_k``, then float re-rank), ``binary``, ``float``
+    or ``auto`` (rerank when the map has codes and floats, else what it has). ``index``:
+    ``flat`` (exact), ``hnsw`` / ``ivf`` (approximate, binary only) or ``auto`` (flat below
+    ``approximate_from`` places, else ivf). Exact search stays the default up to 2 M places:
+    with queries far from their place in Hamming space (seasons, viewpoint) the approximate
+    indexes lose recall (``bench/retrieval.py``), while a flat 512-bit scan of 1 M places takes
+    a few milliseconds on one core. ``ivf_nlist`` 0: min(4 sqrt(N), 1024). ``device``: ``auto``
+    uses a CUDA faiss (``GpuIndexBinaryFlat``) when present.
+    """
+
+    mode: Literal['auto', 'rerank', 'binary', 'float'] = 'auto'
+    top_k: int = 10
+    rerank_k: int = 100
+    index: Literal['auto', 'flat', 'hnsw', 'ivf'] = 'auto'
+    approximate_from: int = 2_000_000
+    hnsw_m: int = 32
+    hnsw_ef_search: int = 128
+    hnsw_ef_construction: int = 40
+    ivf_nlist: int = 0
+    ivf_nprobe: int = 64
+    backend: Literal['faiss', 'numpy'] = 'faiss'
+    device: Literal['auto', 'cpu', 'cuda'] = 'auto'
+
+
+@dataclass(frozen=True)
+class SearchHits:
+    """Ranked hits of Q queries: ``indices`` [Q, K] map rows (-1 where an approximate index
+    found fewer), ``scores`` [Q, K] higher is better (cosine, or 1 - 2 h / bits for codes),
+    ``distances`` [Q, K] lower is better (squared L2 of unit floats, or Hamming bits)."""
+
+    indices: np.ndarray
+    scores: np.ndarray
+    distances: np.ndarray
+    metric: str
+
+
+def structure_key(config: SearchConfig) -> SearchConfig:
+    """``config`` without its query-time settings: configs with equal keys share an index."""
+    return dataclasses.replace(config, top_k=1, rerank_k=1, ivf_nprobe=1, hnsw_ef_search=1)
+
+
+def hamming_distances(queries: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """[Q, B] x [N, B] packed uint8 codes -> [Q, N] int32 Hamming distances (numpy only)."""
+    queries = np.ascontiguousarray(queries, dtype=np.uint8)
+    codes = np.ascontiguousarray(codes, dtype=np.uint8)
+    if queries.shape[1] % 8 == 0:
+        queries, codes = queries.view(np.uint64), codes.view(np.uint64)
+    out = np.empty((len(queries), len(codes)), dtype=np.int32)
+    rows = max(1, _CHUNK_BYTES // max(1, queries.shape[1] * 8 * max(1, len(queries))))
+    for start in range(0, len(codes), rows):
+        xor = np.bitwise_xor(queries[:, None, :], codes[None, start:start + rows, :])
+        out[:, start:start + rows] = np.bitwise_count(xor).sum(axis=2, dtype=np.int32)
+    return out
+
+
+def top_k_smallest(values: np.ndarray, k: int) -> np.ndarray:
+    """[Q, N] -> [Q, min(k, N)] column indices of the k smallest values, ties by index."""
+    k = min(k, values.shape[1])
+    order = np.argsort(values, axis=1, kind='stable')
+    return order[:, :k]
+
+
+def resolve_mode(mode: str, has_floats: bool, has_codes: bool) -> str:
+    """The concrete search mode for a map holding floats and/or codes."""
+    if mode not in MODES:
+        raise ConfigError(f"search mode '{mode}' is unknown (valid: {', '.join(MODES)})")
+    if mode == 'auto':
+        return 'rerank' if has_floats and has_codes else 'float' if has_floats else 'binary'
+    needs = {'rerank': (has_floats and has_codes, 'floats and codes'),
+             'binary': (has_codes, 'codes'), 'float': (has_floats, 'floats')}
+    ok, what = needs[mode]
+    if not ok:
+        held = [name for name, kept in (('floats', has_floats), ('codes', has_codes)) if kept]
+        raise ConfigError(f"search mode '{mode}' needs {what}; the map holds "
+                          f"{' and '.join(held) or 'nothing'}")
+    return mode
+
+
+class PlaceIndex:
+    """Searchable view of a map's descriptors.
+
+    ``floats``: [N, D] float32/float16 L2-normalised, or None; ``codes``: [N, bits / 8] uint8
+    packed codes, or None.
+    """
+
+    def __init__(self, floats: np.ndarray | None, codes: np.ndarray | None, code_bits: int,
+                 config: SearchConfig = SearchConfig()) -> None:
+        self.floats = floats
+        self.codes = codes
+        self.code_bits = int(code_bits)
+        self.config = config
+        self.mode = resolve_mode(config.mode, floats is not None, codes is not None)
+        self.size = len(floats) if floats is not None else len(codes)
+        self._binary = None
+        self._float = None
+        self.kind = 'flat' if self.mode == 'float' else _index_kind(config, self.size)
+        if self.size and config.backend == 'faiss':
+            self._build_faiss()
+
+    def search(self, queries: Descriptors, k: int | None = None,
+               config: SearchConfig | None = None) -> SearchHits:
+        """Top-``k`` places for every query, best first. ``config`` may change the query-time
+        settings (``top_k``, ``rerank_k``, ``ivf_nprobe``, ``hnsw_ef_search``) of this index."""
+        config = config or self.config
+        k = config.top_k if k is None else int(k)
+        if k < 1:
+            raise ConfigError(f'top_k must be >= 1, got {k}')
+        count = len(queries)
+        if self.size == 0 or count == 0:
+            empty = np.zeros((count, 0))
+            return SearchHits(empty.astype(np.int64), empty, empty, self._metric())
+        if self.mode == 'float':
+            return self._search_float(_require(queries.floats, 'floats'), k)
+        codes = _require(queries.codes, 'codes')
+        depth = max(k, config.rerank_k) if self.mode == 'rerank' else k
+        self._tune(config)
+        indices, hamming = self._search_binary(codes, depth)
+        if self.mode == 'binary':
+            scores = np.where(indices >= 0, 1.0 - 2.0 * hamming / self.code_bits, -np.inf)
+            return SearchHits(indices, scores, hamming.astype(np.float64), 'hamming')
+        return self._rerank(_require(queries.floats, 'floats'), indices, k)
+
+    def _tune(self, config: SearchConfig) -> None:
+        if self.kind == 'ivf' and self._binary is not None:
+            self._binary.nprobe = config.ivf_nprobe
+        elif self.kind == 'hnsw' and self._binary is not None:
+            self._binary.hnsw.efSearch = config.hnsw_ef_search
+
+    def _metric(self) -> str:
+        return 'hamming' if self.mode == 'binary' else 'cosine'
+
+    def _build_faiss(self) -> None:
+        import faiss
+        gpu = _gpu_resources(self.config.device)
+        if self.mode == 'float':
+            index = faiss.IndexFlatIP(self.floats.shape[1])
+            index.add(np.ascontiguousarray(self.floats, dtype=np.float32))
+            self._float = faiss.index_cpu_to_gpu(gpu, 0, index) if gpu is not None else index
+            return
+        self._binary = _build_binary(faiss, self.codes, self.code_bits, self.kind,
+                                     self.config, gpu)
+
+    def _search_binary(self, codes: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
+        depth = min(depth, self.size)
+        codes = np.ascontiguousarray(codes, dtype=np.uint8)
+        if self._binary is None:
+            distances = hamming_distances(codes, self.codes)
+            indices = top_k_smallest(distances, depth)
+            return indices.astype(np.int64), np.take_along_axis(distances, indices, axis=1)
+        with _threads_for(len(codes)):
+            distances, indices = self._binary.search(codes, depth)
+        return _canonical(indices.astype(np.int64), distances.astype(np.int64))
+
+    def _search_float(self, floats: np.ndarray, k: int) -> SearchHits:
+        k = min(k, self.size)
+        floats = np.ascontiguousarray(floats, dtype=np.float32)
+        if self._float is None:
+            scores = floats @ self.floats.T.astype(np.float32)
+            indices = top_k_smallest(-scores, k).astype(np.int64)
+            scores = np.take_along_axis(scores, indices, axis=1)
+        else:
+            with _threads_for(len(floats)):
+                scores, indices = self._float.search(floats, k)
+            indices, negative = _canonical(indices.astype(np.int64), -scores.astype(np.float64))
+            scores = -negative
+        scores = scores.astype(np.float64)
+        return SearchHits(indices, scores, np.maximum(2.0 - 2.0 * scores, 0.0), 'cosine')
+
+    def _rerank(self, floats: np.ndarray, candidates: np.ndarray, k: int) -> SearchHits:
+        floats = np.asarray(floats, dtype=np.float32)
+        vectors = _as_float32(self.floats[np.maximum(candidates, 0).reshape(-1)])
+        vectors = vectors.reshape(*candidates.shape, -1)
+        scores = np.einsum('qd,qkd->qk', floats, vectors).astype(np.float64)
+        scores = np.where(candidates >= 0, scores, -np.inf)
+        order = np.lexsort((candidates, -scores), axis=1)[:, :min(k, candidates.shape[1])]
+        indices = np.take_along_axis(candidates, order, axis=1)
+        scores = np.take_along_axis(scores, order, axis=1)
+        return SearchHits(indices, scores, np.maximum(2.0 - 2.0 * scores, 0.0), 'cosine')
+
+
+def _index_kind(config: SearchConfig, size: int) -> str:
+    kinds = ('auto', 'flat', 'hnsw', 'ivf')
+    if config.index not in kinds:
+        raise ConfigError(f"index kind '{config.index}' is unknown (valid: {', '.join(kinds)})")
+    if config.index == 'auto':
+        return 'ivf' if size >= config.approximate_from else 'flat'
+    return config.index
+
+
+def _build_binary(faiss, codes: np.ndarray, bits: int, kind: str, config: SearchConfig, gpu):
+    codes = np.ascontiguousarray(codes, dtype=np.uint8)
+    if kind == 'flat':
+        index = faiss.GpuIndexBinaryFlat(gpu, bits) if gpu is not None else \
+            faiss.IndexBinaryFlat(bits)
+    elif kind == 'hnsw':
+        index = faiss.IndexBinaryHNSW(bits, config.hnsw_m)
+        index.hnsw.efConstruction = config.hnsw_ef_construction
+        index.hnsw.efSearch = config.hnsw_ef_search
+    else:
+        nlist = config.ivf_nlist or int(min(4 * np.sqrt(len(codes)), 1024, len(codes) // 39))
+        nlist = max(1, min(nlist, len(codes)))
+        quantizer = faiss.IndexBinaryFlat(bits)
+        index = faiss.IndexBinaryIVF(quantizer, bits, nlist)
+        index.own_fields = True
+        quantizer.this.disown()
+        # 64 codes per list train the centroids well; more only slows the build
+        sample = np.random.default_rng(0).permutation(len(codes))[:64 * nlist]
+        index.train(codes[np.sort(sample)])
+        index.nprobe = config.ivf_nprobe
+    logger.debug('binary %s index over %d codes of %d bits', kind, len(codes), bits)
+    index.add(codes)
+    return index
+
+
+def _gpu_resources(device: str):
+    if device not in ('auto', 'cpu', 'cuda'):
+        raise ConfigError(f"search device '{device}' is unknown (valid: auto, cpu, cuda)")
+    if device == 'cpu':
+        return None
+    import faiss
+    available = hasattr(faiss, 'GpuIndexBinaryFlat') and faiss.get_num_gpus() > 0
+    if not available:
+        if device == 'cuda':
+            raise ConfigError("search device 'cuda' needs a CUDA build of faiss with a visible "
+                              "GPU; install faiss-gpu or use device 'cpu' / 'auto'")
+        return None
+    return faiss.StandardGpuResources()
+
+
+@contextlib.contextmanager
+def _threads_for(num_queries: int):
+    """Limit faiss to one OpenMP thread (of this calling thread) for small query batches."""
+    if num_queries >= _PARALLEL_FROM:
+        yield
+        return
+    import faiss
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
+
+
+def _canonical(indices: np.ndarray, distances: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sort every row by (distance, index), missing (-1) entries last."""
+    key = np.where(indices >= 0, distances, np.inf)
+    order = np.lexsort((np.where(indices >= 0, indices, np.iinfo(np.int64).max), key), axis=1)
+    return np.take_along_axis(indices, order, axis=1), np.take_along_axis(distances, order, 1)
+
+
+_HALF_TO_FLOAT = None
+
+
+def _as_float32(array: np.ndarray) -> np.ndarray:
+    """float16 rows -> float32 through a 65536-entry table (numpy's own conversion is
+    per-element software and dominates a re-rank of 100 candidates)."""
+    global _HALF_TO_FLOAT
+    if array.dtype != np.float16:
+        return np.asarray(array, dtype=np.float32)
+    if _HALF_TO_FLOAT is None:
+        _HALF_TO_FLOAT = np.arange(65536, dtype=np.uint16).view(np.float16).astype(np.float32)
+    return np.take(_HALF_TO_FLOAT, np.ascontiguousarray(array).view(np.uint16))
+
+
+def _require(array: np.ndarray | None, what: str) -> np.ndarray:
+    if array is None:
+        raise MapError(f'the queries have no {what}, but the search mode needs them')
+    return array

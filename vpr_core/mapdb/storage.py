@@ -1,0 +1,186 @@
+"""Crash-safe map directories: atomic write, atomic replace, checked reads (no pickle).
+
+A map is written into a temporary sibling directory; every file and the directory are fsynced
+before the directory is renamed into place. An existing map is swapped with ``renameat2``
+(``RENAME_EXCHANGE``, one atomic step) where the kernel offers it; elsewhere it is moved to a
+hidden backup first, and :func:`resolve_map_dir` falls back to that backup if a crash struck
+between the two renames. So at every instant a complete map can be found.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from vpr_core.errors import MapError
+
+logger = logging.getLogger(__name__)
+
+MANIFEST = 'manifest.json'
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+
+
+class _HashingFile:
+    """File-like writer that hashes and counts the bytes it writes."""
+
+    def __init__(self, handle) -> None:
+        self.handle = handle
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data) -> int:
+        view = memoryview(data).cast('B')
+        self.sha256.update(view)
+        self.size += len(view)
+        return self.handle.write(view)
+
+
+def write_array(directory: Path, name: str, array: np.ndarray) -> dict:
+    """Write ``array`` as ``directory/name`` (.npy, no pickle), fsynced; returns its entry
+    for the manifest: sha256, bytes, shape, dtype."""
+    array = np.ascontiguousarray(array)
+    if array.dtype.hasobject:
+        raise MapError(f'{name}: object arrays cannot be stored in a map (no pickle)')
+    with open(directory / name, 'wb') as handle:
+        hashed = _HashingFile(handle)
+        np.lib.format.write_array(hashed, array, allow_pickle=False)
+        handle.flush()
+        os.fsync(handle.fileno())
+    return {'sha256': hashed.sha256.hexdigest(), 'bytes': hashed.size,
+            'shape': list(array.shape), 'dtype': array.dtype.str}
+
+
+def write_text(directory: Path, name: str, text: str) -> None:
+    """Write a small text file, fsynced."""
+    with open(directory / name, 'w', encoding='utf-8') as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def read_array(directory: Path, name: str, entry: dict | None, *, verify: bool,
+               mmap: bool = False) -> np.ndarray:
+    """Read ``directory/name`` checked against its manifest ``entry``; any damage raises a
+    :class:`MapError` that names the file."""
+    path = directory / name
+    if not path.is_file():
+        raise MapError(f'map file missing: {path}')
+    if entry is not None:
+        size = path.stat().st_size
+        if size != entry['bytes']:
+            raise MapError(f'map file {path} has {size} bytes, the manifest says '
+                           f"{entry['bytes']} (truncated or replaced)")
+        if verify and _sha256(path) != entry['sha256']:
+            raise MapError(f'map file {path} is corrupt: its sha256 differs from the manifest')
+    try:
+        array = np.load(path, allow_pickle=False, mmap_mode='r' if mmap else None)
+    except (ValueError, OSError, EOFError) as exc:
+        raise MapError(f'map file {path} cannot be read: {exc}') from exc
+    if entry is not None and (list(array.shape) != entry['shape']
+                              or array.dtype.str != entry['dtype']):
+        raise MapError(f"map file {path} holds {array.dtype.str}{list(array.shape)}, the "
+                       f"manifest says {entry['dtype']}{entry['shape']}")
+    return array
+
+
+def write_map_dir(target: str | Path, fill: Callable[[Path], None]) -> None:
+    """Create or replace the directory ``target`` atomically; ``fill(tmp)`` writes its files.
+
+    If ``fill`` raises (disk full, interrupt), the temporary directory is removed and whatever
+    was at ``target`` before is untouched.
+    """
+    target = Path(target)
+    if target.exists() and not _replaceable(target):
+        raise MapError(f'refusing to replace {target}: it exists and is not a map directory '
+                       f'(no {MANIFEST}); choose another output path')
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f'.{target.name}.tmp-', dir=target.parent))
+    try:
+        fill(tmp)
+        _fsync_path(tmp)
+        _swap_in(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    for stale in target.parent.glob(f'.{target.name}.old-*'):
+        logger.info('removing %s left by an earlier interrupted save', stale)
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def resolve_map_dir(path: str | Path) -> Path:
+    """The directory to read for map ``path``: itself, or the newest backup left by a crash
+    in the middle of a non-atomic replace."""
+    path = Path(path)
+    if (path / MANIFEST).is_file():
+        return path
+    backups = sorted(path.parent.glob(f'.{path.name}.old-*'), key=lambda p: p.stat().st_mtime)
+    backups = [b for b in backups if (b / MANIFEST).is_file()]
+    if not path.exists() and backups:
+        logger.warning('map %s is missing; reading the backup %s left by an interrupted save',
+                       path, backups[-1])
+        return backups[-1]
+    if not path.exists():
+        raise MapError(f'map directory not found: {path}')
+    raise MapError(f'{path} is not a map directory: {MANIFEST} is missing')
+
+
+def _replaceable(target: Path) -> bool:
+    return target.is_dir() and ((target / MANIFEST).is_file() or not any(target.iterdir()))
+
+
+def _swap_in(tmp: Path, target: Path) -> None:
+    parent = target.parent
+    if not target.exists():
+        os.rename(tmp, target)
+        _fsync_path(parent)
+        return
+    if _rename_exchange(tmp, target):
+        _fsync_path(parent)
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
+    backup = parent / f'.{target.name}.old-{uuid.uuid4().hex[:12]}'
+    os.rename(target, backup)
+    os.rename(tmp, target)
+    _fsync_path(parent)
+    shutil.rmtree(backup, ignore_errors=True)
+
+
+def _rename_exchange(a: Path, b: Path) -> bool:
+    """Atomically exchange two paths with Linux renameat2; False where unsupported."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                          ctypes.c_uint]
+    result = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    if result != 0:
+        logger.debug('renameat2 exchange unsupported here (errno %d)', ctypes.get_errno())
+        return False
+    return True
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, 'rb') as handle:
+        for block in iter(lambda: handle.read(1 << 22), b''):
+            digest.update(block)
+    return digest.hexdigest()

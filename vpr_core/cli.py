@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     'vpr_core.model.weights',
     'vpr_core.model.export',
     'vpr_core.mapdb.commands',
+    'vpr_core.evaluation.bag_commands',
 )
 
 

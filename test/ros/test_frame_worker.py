@@ -1,0 +1,86 @@
+"""The one-slot buffer and the worker thread (newest frame wins, drops counted, throttling)."""
+import threading
+import time
+
+import pytest
+
+from vpr_ros.worker import Frame, FrameWorker, LatestFrameSlot
+
+
+def frame(camera, value):
+    return Frame(camera, value, time.monotonic())
+
+
+def test_newest_frame_wins_and_drops_are_counted():
+    slot = LatestFrameSlot(1)
+    for value in range(5):
+        slot.put(frame(0, value))
+    assert slot.take(0.0).message == 4 and slot.dropped == 4
+    assert slot.take(0.01) is None
+    slot.put(frame(0, 9))
+    slot.clear()
+    assert slot.dropped == 5 and slot.take(0.0) is None
+
+
+def test_cameras_are_served_round_robin():
+    slot = LatestFrameSlot(3)
+    for camera in (0, 1, 2):
+        slot.put(frame(camera, camera))
+    order = [slot.take(0.0).camera for _ in range(3)]
+    assert order == [0, 1, 2]
+    slot.put(frame(2, 'a'))
+    slot.put(frame(0, 'b'))
+    assert [slot.take(0.0).camera for _ in range(2)] == [0, 2]
+
+
+def test_worker_processes_the_newest_and_keeps_up():
+    slot = LatestFrameSlot(1)
+    seen = []
+
+    def handle(item):
+        seen.append(item.message)
+        time.sleep(0.05)
+    worker = FrameWorker(slot, handle)
+    worker.start()
+    for value in range(40):
+        slot.put(frame(0, value))
+        time.sleep(0.005)
+    time.sleep(0.2)
+    assert worker.stop() and not worker.alive
+    assert seen[-1] == 39 and seen == sorted(seen)
+    assert len(seen) + slot.dropped == 40 and slot.dropped > 20
+
+
+def test_worker_throttles_to_max_rate():
+    slot = LatestFrameSlot(1)
+    times = []
+    worker = FrameWorker(slot, lambda item: times.append(time.monotonic()), max_rate_hz=20.0)
+    worker.start()
+    deadline = time.monotonic() + 0.5
+    while time.monotonic() < deadline:
+        slot.put(frame(0, 1))
+        time.sleep(0.002)
+    worker.stop()
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    assert 4 <= len(times) <= 11 and min(gaps) >= 0.045
+    with pytest.raises(ValueError):
+        worker.set_max_rate(-1.0)
+
+
+def test_an_unexpected_error_stops_the_worker_loudly():
+    slot = LatestFrameSlot(1)
+    errors = []
+    hook_calls = []
+    previous_hook = threading.excepthook
+    threading.excepthook = hook_calls.append
+    try:
+        worker = FrameWorker(slot, lambda item: 1 / 0, on_error=errors.append)
+        worker.start()
+        slot.put(frame(0, 1))
+        deadline = time.monotonic() + 2.0
+        while worker.alive and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        threading.excepthook = previous_hook
+    assert not worker.alive and isinstance(worker.error, ZeroDivisionError)
+    assert len(errors) == 1 and len(hook_calls) == 1

@@ -1,0 +1,117 @@
+"""Place-major batches (GSV-Cities style): P places x K images, deterministic per seed.
+
+The batch sampler yields lists of ``(place, seed)`` items; the dataset draws the K images of a
+place and their augmentations from a generator seeded by ``(seed, place)``, so a batch is the
+same whatever the number of loader workers. Places of one batch that lie along a route are kept
+at least ``min_gap`` indices apart, so two places never share a frame that counts as positive.
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from training.augment import TrainTransform
+from training.datasets import PlaceSet
+
+
+class PlaceBatchSampler(Sampler):
+    """Batches of ``places_per_batch`` places for epoch ``set_epoch(e)``.
+
+    ``shuffle`` False keeps the dataset order every epoch (the seeds); True draws a new
+    permutation per epoch from ``seed``.
+    """
+
+    def __init__(self, places: PlaceSet, places_per_batch: int, shuffle: bool,
+                 seed: int = 0, block_frames: int = 0) -> None:
+        if places_per_batch < 2:
+            raise ValueError(f'places_per_batch must be >= 2, got {places_per_batch}')
+        self.places, self.size, self.shuffle, self.seed = places, places_per_batch, shuffle, seed
+        self.block_frames = block_frames if places.centres is not None else 0
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch whose order and image draws the next iteration gives."""
+        self.epoch = int(epoch)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        order = np.arange(len(self.places))
+        if self.shuffle:
+            order = rng.permutation(len(self.places))
+        if self.shuffle and self.block_frames > 0:
+            blocks = self.places.centres[order] // self.block_frames
+            rank = rng.permutation(int(blocks.max()) + 1)
+            order = order[np.argsort(rank[blocks], kind='stable')]
+        for batch in self._spaced(order.tolist()):
+            yield [(place, int(rng.integers(2 ** 31))) for place in batch]
+
+    def __len__(self) -> int:
+        return max(1, len(self.places) // self.size)
+
+    def _spaced(self, pending: list[int]) -> Iterator[list[int]]:
+        """Fill batches in order, skipping places too close to ones already in the batch."""
+        centres, gap = self.places.centres, self.places.min_gap
+        for _ in range(len(self)):
+            batch, rest = [], []
+            for place in pending:
+                fits = len(batch) < self.size and (
+                    centres is None or all(abs(int(centres[place]) - int(centres[other])) >= gap
+                                           for other in batch))
+                (batch if fits else rest).append(place)
+            pending = rest
+            if len(batch) >= 2:
+                yield batch
+
+
+class PlaceImages(Dataset):
+    """Item ``(place, seed)`` -> (images [K, 3, H, W], labels [K], masks [K, 1, h, w] | None).
+
+    The K images are drawn without replacement (with replacement only when a place has fewer);
+    for sequences the place's exact frames come first, neighbouring frames fill the rest.
+    """
+
+    def __init__(self, places: PlaceSet, transform: TrainTransform, images_per_place: int,
+                 mask_size: tuple[int, int] | None = None) -> None:
+        self.places, self.transform, self.k = places, transform, images_per_place
+        self.mask_size = mask_size
+
+    def __len__(self) -> int:
+        return len(self.places)
+
+    def __getitem__(self, item: tuple[int, int]):
+        place, seed = item
+        rng = np.random.default_rng([seed, place])
+        chosen = self._choose(place, rng)
+        files = self.places.places[place]
+        images = torch.stack([self.transform(self.places.image(files[i]), rng) for i in chosen])
+        labels = torch.full((len(chosen),), int(self.places.labels[place]), dtype=torch.int64)
+        masks = None
+        if self.places.masks is not None and self.mask_size is not None:
+            masks = torch.stack([self._mask(self.places.masks[place][i]) for i in chosen])
+        return images, labels, masks
+
+    def _choose(self, place: int, rng: np.random.Generator) -> list[int]:
+        count = len(self.places.places[place])
+        if count < self.k:
+            return rng.choice(count, size=self.k, replace=True).tolist()
+        lead = min(self.places.leading, self.k)
+        rest = rng.permutation(np.arange(lead, count))[:self.k - lead]
+        return list(range(lead)) + rest.tolist()
+
+    def _mask(self, path) -> torch.Tensor:
+        grey = cv2.cvtColor(self.places.image(path), cv2.COLOR_RGB2GRAY)
+        height, width = self.mask_size
+        small = cv2.resize(grey, (width, height), interpolation=cv2.INTER_AREA)
+        return torch.from_numpy(small.astype(np.float32) / 255.0)[None]
+
+
+def collate_places(items: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Concatenate place items into one batch: [P*K, 3, H, W], [P*K], masks or None."""
+    images = torch.cat([item[0] for item in items])
+    labels = torch.cat([item[1] for item in items])
+    masks = None if items[0][2] is None else torch.cat([item[2] for item in items])
+    return images, labels, masks

@@ -1,0 +1,307 @@
+"""``vpr_node``: a lifecycle node, camera frames in, place matches and a pose prior out.
+
+configure loads the model and the map (one vpr_core call), activate subscribes and starts the
+worker thread, deactivate unsubscribes, cleanup frees the model and the map. Subscription
+callbacks only store the newest frame; the worker decodes, runs the one vpr_core ``process``
+call and publishes, so the executor never waits for inference.
+"""
+from __future__ import annotations
+
+from functools import partial
+import threading
+import time
+import traceback
+from typing import Any
+
+from diagnostic_msgs.msg import DiagnosticArray
+import rclpy
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.clock import Clock, ClockType
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rclpy.qos_overriding_options import QoSOverridingOptions
+from sensor_msgs.msg import CompressedImage, Image
+from std_srvs.srv import SetBool, Trigger
+
+from vpr_core.errors import UnsupportedImageError, VPRError
+from vpr_ros.conversions import image_to_rgb, rejection_reason, stamp_seconds
+from vpr_ros.diagnostics import diagnostic_array, NodeStatistics, node_status
+from vpr_ros.outputs import OutputPublishers
+from vpr_ros.parameters import declare_parameters, NodeSettings, SPECS, validate
+from vpr_ros.pipeline import load_pipeline, Pipeline, PipelineFactory
+from vpr_ros.pose_track import POSE_TYPES, PoseTrack
+from vpr_ros.result import result_arrays
+from vpr_ros.worker import Frame, FrameWorker, LatestFrameSlot
+
+SENSOR_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
+POSE_QOS = QoSProfile(depth=50, reliability=ReliabilityPolicy.BEST_EFFORT)
+SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
+RUNTIME = tuple(name for name, spec in SPECS.items() if not spec.read_only)
+
+
+class VprNode(LifecycleNode):
+    """The place recognition node; ``pipeline_factory`` builds the vpr_core engine."""
+
+    def __init__(self, node_name: str = 'vpr_node', *,
+                 pipeline_factory: PipelineFactory | None = None, **kwargs: Any) -> None:
+        super().__init__(node_name, **kwargs)
+        self._factory = pipeline_factory or load_pipeline
+        self.stats = NodeStatistics()
+        self.state = 'unconfigured'
+        self.error = ''
+        self.settings: NodeSettings | None = None
+        self._pipeline: Pipeline | None = None
+        self._outputs: OutputPublishers | None = None
+        self._slot = LatestFrameSlot(1)
+        self._worker: FrameWorker | None = None
+        self._inputs: list = []
+        self._poses = PoseTrack()
+        self._enabled = True
+        self._one_shot = threading.Event()
+        self._reset = threading.Event()
+        self._pending: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        self.runtime: dict[str, Any] = {}
+        self.add_on_set_parameters_callback(lambda params: validate(params, self.runtime))
+        self.add_post_set_parameters_callback(self._after_set_parameters)
+        declare_parameters(self)
+        group = MutuallyExclusiveCallbackGroup()
+        self.create_service(Trigger, '~/relocalize', self._on_relocalize, callback_group=group)
+        self.create_service(SetBool, '~/enable', self._on_enable, callback_group=group)
+        self.create_service(Trigger, '~/save_map', self._on_save_map, callback_group=group)
+        self._diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        period_s = self.get_parameter('diagnostics_period_s').value
+        self.create_timer(period_s, self.publish_diagnostics,
+                          clock=Clock(clock_type=ClockType.STEADY_TIME))
+        if self.get_parameter('autostart').value and self.trigger_configure() == SUCCESS:
+            self.trigger_activate()
+
+    # lifecycle -------------------------------------------------------------------------
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            self.settings = NodeSettings.from_node(self)
+            self._pipeline = self._factory(self.settings)
+        except VPRError as exc:
+            self.error = f'configure failed: {exc}'
+            self.get_logger().error(self.error)
+            return FAILURE
+        except Exception:  # rclpy would turn it into a silent ERROR transition: log, re-raise
+            self.error = f'configure failed: {traceback.format_exc()}'
+            self.get_logger().error(self.error)
+            raise
+        self.error = ''
+        info = self._pipeline.describe()
+        if info.get('map_frame_id', self.settings.map_frame) != self.settings.map_frame:
+            self.get_logger().warning(
+                f"the map was built in frame '{info['map_frame_id']}', outputs use map_frame "
+                f"'{self.settings.map_frame}'")
+        with self._lock:
+            self._pending.clear()
+        self._outputs = OutputPublishers(self, self.settings.map_frame,
+                                         self.settings.prior_frame_id)
+        self._apply_output_options()
+        self._slot = LatestFrameSlot(len(self.settings.image_topics))
+        self.state = 'inactive'
+        self.get_logger().info(f'configured: {info}')
+        return super().on_configure(state)
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        settings = self.settings
+        kind = CompressedImage if settings.input_transport == 'compressed' else Image
+        options = QoSOverridingOptions.with_default_policies()
+        self._inputs = [self.create_subscription(kind, settings.topic(camera),
+                                                 partial(self._on_image, camera), SENSOR_QOS,
+                                                 qos_overriding_options=options)
+                        for camera in range(len(settings.image_topics))]
+        if settings.pose_topic:
+            self._inputs.append(self.create_subscription(
+                POSE_TYPES[settings.pose_type], settings.pose_topic, self._poses.add_message,
+                POSE_QOS, qos_overriding_options=options))
+        self._worker = FrameWorker(self._slot, self._handle, on_error=self._on_worker_error,
+                                   max_rate_hz=self.runtime['max_rate_hz'])
+        self._worker.start()
+        self.state = 'active'
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_inputs()
+        self.state = 'inactive'
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        self.state = 'unconfigured'
+        return super().on_cleanup(state)
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.finish()
+        return super().on_shutdown(state)
+
+    def finish(self) -> None:
+        """Stop the worker, save a teach-mode map, free the pipeline (idempotent)."""
+        self._stop_inputs()
+        self._release()
+        self.state = 'finalized'
+
+    def _stop_inputs(self) -> None:
+        for subscription in self._inputs:
+            self.destroy_subscription(subscription)
+        self._inputs = []
+        if self._worker is not None:
+            self._worker.stop()
+            self._worker = None
+        self._slot.clear()
+
+    def _release(self) -> None:
+        pipeline, self._pipeline = self._pipeline, None
+        if pipeline is not None:
+            self._save_map(pipeline)
+            pipeline.close()
+        if self._outputs is not None:
+            self._outputs.destroy()
+            self._outputs = None
+
+    # frames ----------------------------------------------------------------------------
+    def _on_image(self, camera: int, message: Image | CompressedImage) -> None:
+        self.stats.on_input()
+        if self._enabled and (self.runtime['continuous'] or self._one_shot.is_set()):
+            self._slot.put(Frame(camera, message, time.monotonic()))
+
+    def _handle(self, frame: Frame) -> None:
+        pipeline, outputs = self._pipeline, self._outputs
+        if not (self.runtime['continuous'] or self._one_shot.is_set()):
+            return
+        try:
+            image = image_to_rgb(frame.message)
+        except UnsupportedImageError as exc:
+            self.stats.on_rejected(rejection_reason(frame.message))
+            self.get_logger().warning(f'dropped a bad frame: {exc}', throttle_duration_sec=5.0)
+            return
+        stamp = frame.message.header.stamp
+        try:
+            self._apply_pending(pipeline)
+            result = pipeline.process(image, stamp_seconds(stamp), camera=frame.camera,
+                                      odometry=self._poses.pose_at(
+                                          stamp.sec * 1_000_000_000 + stamp.nanosec))
+            arrays = result_arrays(result, self.runtime['top_k'])
+        except VPRError as exc:
+            self.stats.on_rejected('pipeline_error')
+            self.get_logger().warning(f'frame not localized: {exc}', throttle_duration_sec=5.0)
+            return
+        outcome = outputs.publish(stamp, arrays)
+        if outcome == 'invalid_covariance':
+            self.stats.on_invalid_covariance()
+            self.get_logger().error('withheld a pose prior with a non-finite covariance',
+                                    throttle_duration_sec=5.0)
+        latency_ms = (time.monotonic() - frame.received_s) * 1e3
+        self.stats.on_processed(latency_ms, arrays.best_score, outcome == 'accepted',
+                                arrays.reason or outcome)
+        if outcome == 'accepted':
+            self._one_shot.clear()
+
+    def _apply_pending(self, pipeline: Pipeline) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        if pending:
+            pipeline.update(pending)
+        if self._reset.is_set():
+            self._reset.clear()
+            pipeline.reset()
+
+    def _on_worker_error(self, exc: BaseException) -> None:
+        self.error = f'worker stopped: {exc!r}'
+        self.get_logger().error(self.error)
+
+    # parameters and services -----------------------------------------------------------
+    def _after_set_parameters(self, parameters: list) -> None:
+        with self._lock:
+            for parameter in parameters:
+                if parameter.name in RUNTIME or parameter.name.startswith('localization.'):
+                    self.runtime[parameter.name] = parameter.value
+                    self._pending[parameter.name] = parameter.value
+        if self._worker is not None:
+            self._worker.set_max_rate(self.runtime['max_rate_hz'])
+        self._apply_output_options()
+
+    def _apply_output_options(self) -> None:
+        if self._outputs is not None:
+            self._outputs.publish_markers = self.runtime['publish_markers']
+            self._outputs.marker_scale_m = self.runtime['marker_scale_m']
+
+    def _on_relocalize(self, request: Trigger.Request, response: Trigger.Response
+                       ) -> Trigger.Response:
+        response.success = self.state == 'active'
+        if not response.success:
+            response.message = f'node is {self.state}, not active'
+            return response
+        self._reset.set()
+        self._one_shot.set()
+        response.message = ('temporal state reset; localizing from scratch' if
+                            self.runtime['continuous'] else 'armed: localizing until one match '
+                            'is accepted and published on ~/pose_prior')
+        return response
+
+    def _on_enable(self, request: SetBool.Request, response: SetBool.Response
+                   ) -> SetBool.Response:
+        self._enabled = bool(request.data)
+        response.success = True
+        response.message = 'processing enabled' if self._enabled else 'processing disabled'
+        return response
+
+    def _on_save_map(self, request: Trigger.Request, response: Trigger.Response
+                     ) -> Trigger.Response:
+        pipeline = self._pipeline
+        if self.settings is None or self.settings.mode != 'teach' or pipeline is None:
+            response.message = 'save_map needs a configured node in teach mode'
+            return response
+        response.message = self._save_map(pipeline)
+        response.success = not response.message.startswith('save failed')
+        return response
+
+    def _save_map(self, pipeline: Pipeline) -> str:
+        if self.settings is None or self.settings.mode != 'teach':
+            return ''
+        try:
+            summary = pipeline.save()
+        except (VPRError, OSError) as exc:  # the previous map on disk is left intact
+            summary = f'save failed: {exc}'
+            self.get_logger().error(summary)
+            return summary
+        self.get_logger().info(summary)
+        return summary
+
+    def publish_diagnostics(self) -> None:
+        """Publish one ``DiagnosticArray`` on /diagnostics (timer callback)."""
+        pipeline = self._pipeline
+        info = pipeline.describe() if pipeline is not None else {}
+        worker_alive = self._worker is not None and self._worker.alive
+        level, message = node_status(self.state, self.error, self._enabled,
+                                     self.stats.input_is_stale(), worker_alive)
+        values = {'state': self.state, 'enabled': str(self._enabled), **info,
+                  **self.stats.values(self._slot.dropped)}
+        self._diagnostics.publish(diagnostic_array(
+            f'{self.get_fully_qualified_name()}: place recognition', info.get('device', ''),
+            level, message, values, self.get_clock().now().to_msg()))
+
+
+def main(args: list[str] | None = None) -> int:
+    """Run ``vpr_node`` until Ctrl-C; a teach-mode map is saved on the way out."""
+    rclpy.init(args=args)
+    node = VprNode()
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.finish()
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())

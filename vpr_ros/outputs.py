@@ -1,0 +1,68 @@
+"""The node's output topics: one localization result -> standard messages, all stamped with the
+image stamp and framed in ``map_frame``."""
+from __future__ import annotations
+
+from builtin_interfaces.msg import Time
+from geometry_msgs.msg import PoseArray, PoseWithCovarianceStamped
+from rclpy.lifecycle import LifecycleNode
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import PointCloud2
+from std_msgs.msg import Float64MultiArray
+from visualization_msgs.msg import MarkerArray
+
+from vpr_ros.conversions import (candidates_cloud, loop_closure_message, pose_array_message,
+                                 pose_prior_message, stamp_seconds)
+from vpr_ros.markers import candidate_markers
+from vpr_ros.result import ResultArrays
+
+OUTPUT_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+
+
+class OutputPublishers:
+    """Lifecycle publishers of ~/pose_prior, ~/candidates, ~/candidates_cloud,
+    ~/loop_closure and ~/markers (they only publish while the node is active)."""
+
+    def __init__(self, node: LifecycleNode, map_frame: str, prior_frame_id: str = '') -> None:
+        self._node = node
+        self.map_frame = map_frame
+        self.prior_frame_id = prior_frame_id or map_frame
+        self.publish_markers = True
+        self.marker_scale_m = 1.0
+        make = node.create_lifecycle_publisher
+        self._prior = make(PoseWithCovarianceStamped, '~/pose_prior', OUTPUT_QOS)
+        self._candidates = make(PoseArray, '~/candidates', OUTPUT_QOS)
+        self._cloud = make(PointCloud2, '~/candidates_cloud', OUTPUT_QOS)
+        self._loop = make(Float64MultiArray, '~/loop_closure', OUTPUT_QOS)
+        self._markers = make(MarkerArray, '~/markers', OUTPUT_QOS)
+
+    def publish(self, stamp: Time, arrays: ResultArrays) -> str:
+        """Publish one result; returns 'accepted', 'rejected' or 'invalid_covariance'.
+
+        The pose prior and the loop closure go out only for accepted matches, and only with a
+        covariance that passes the final guard.
+        """
+        frame = self.map_frame
+        self._candidates.publish(pose_array_message(stamp, frame, arrays.poses))
+        self._cloud.publish(candidates_cloud(stamp, frame, arrays.poses[:, :3], arrays.scores,
+                                             arrays.place_ids, arrays.ranks))
+        outcome = 'rejected'
+        prior = None
+        if arrays.accepted:
+            prior = pose_prior_message(stamp, self.prior_frame_id, arrays.prior_pose,
+                                       arrays.covariance)
+            outcome = 'accepted' if prior is not None else 'invalid_covariance'
+        if prior is not None:
+            self._prior.publish(prior)
+            if arrays.match_stamp_s is not None:
+                self._loop.publish(loop_closure_message(stamp_seconds(stamp),
+                                                        arrays.match_stamp_s))
+        if self.publish_markers:
+            accepted_pose = arrays.prior_pose if prior is not None else None
+            self._markers.publish(candidate_markers(stamp, frame, arrays.poses, arrays.scores,
+                                                    accepted_pose, self.marker_scale_m))
+        return outcome
+
+    def destroy(self) -> None:
+        """Destroy every publisher (cleanup)."""
+        for publisher in (self._prior, self._candidates, self._cloud, self._loop, self._markers):
+            self._node.destroy_lifecycle_publisher(publisher)

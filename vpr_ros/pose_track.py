@@ -1,0 +1,65 @@
+"""The recent poses of ``pose_topic`` (odometry or a SLAM pose), looked up at image stamps."""
+from __future__ import annotations
+
+from collections import deque
+import threading
+
+from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped
+from nav_msgs.msg import Odometry
+import numpy as np
+
+from vpr_core.mapdb.pose import interpolate_poses, Pose
+from vpr_ros.conversions import pose_vector
+
+POSE_TYPES = {
+    'odometry': Odometry,
+    'pose': PoseStamped,
+    'pose_with_covariance': PoseWithCovarianceStamped,
+}
+
+
+def pose_of(message) -> np.ndarray:
+    """Odometry / PoseStamped / PoseWithCovarianceStamped -> [7] (x y z qx qy qz qw)."""
+    pose = message.pose
+    return pose_vector(pose.pose if hasattr(pose, 'pose') else pose)
+
+
+class PoseTrack:
+    """Thread-safe ring buffer of stamped poses with interpolation at query stamps."""
+
+    def __init__(self, capacity: int = 2000, tolerance_s: float = 0.5) -> None:
+        self._stamps_ns: deque[int] = deque(maxlen=capacity)
+        self._poses: deque[np.ndarray] = deque(maxlen=capacity)
+        self._tolerance_s = tolerance_s
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._stamps_ns)
+
+    def add(self, stamp_ns: int, pose: np.ndarray) -> None:
+        """Append a pose [7]; out-of-order samples older than the newest are ignored."""
+        with self._lock:
+            if self._stamps_ns and stamp_ns <= self._stamps_ns[-1]:
+                return
+            self._stamps_ns.append(int(stamp_ns))
+            self._poses.append(np.asarray(pose, dtype=np.float64).reshape(7))
+
+    def add_message(self, message) -> None:
+        """Append the pose of an Odometry / PoseStamped / PoseWithCovarianceStamped."""
+        stamp = message.header.stamp
+        self.add(stamp.sec * 1_000_000_000 + stamp.nanosec, pose_of(message))
+
+    def pose_at(self, stamp_ns: int) -> Pose | None:
+        """Pose interpolated at ``stamp_ns``; None without a sample within the tolerance."""
+        with self._lock:
+            if not self._stamps_ns:
+                return None
+            stamps = np.fromiter(self._stamps_ns, dtype=np.int64)
+            poses = np.stack(self._poses)
+        positions, orientations, valid = interpolate_poses(
+            stamps, poses[:, :3], poses[:, 3:], np.array([stamp_ns]), self._tolerance_s)
+        if not valid[0]:
+            return None
+        return Pose(tuple(float(v) for v in positions[0]),
+                    tuple(float(v) for v in orientations[0]))

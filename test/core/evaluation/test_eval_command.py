@@ -9,7 +9,7 @@ import torch
 from vpr_core.bags import BagWriter
 from vpr_core.cli import main
 from vpr_core.image import load_image_file
-from vpr_core.model.checkpoint import save_model
+from vpr_core.model.checkpoint import DEFAULT_MODEL, read_metadata, save_model
 from vpr_core.model.config import (AdapterConfig, BackboneConfig, HashingConfig, HeadConfig,
                                    ModelConfig, PreprocessConfig)
 from vpr_core.model.factory import build_model
@@ -91,3 +91,17 @@ def test_vpr_evaluate_reads_index_aligned_bags(route, tiny_weights, tmp_path):
           '--no-progress'])
     from_files = json.loads((tmp_path / 'f' / 'report.json').read_text())
     assert from_bags['recall_at'] == from_files['recall_at']
+
+
+def test_vpr_evaluate_defaults_to_the_bundled_model(route, tmp_path):
+    out = tmp_path / 'default'
+    assert main(['evaluate', '--database', str(route / 'summer'), '--queries',
+                 str(route / 'winter'), '--tolerance', '1', '--mode', 'rerank', '--out',
+                 str(out), '--no-progress', '--no-baseline']) == 0
+    report = json.loads((out / 'report.json').read_text())
+    bundled = read_metadata(DEFAULT_MODEL)
+    assert report['model']['weights'] == 'bundled default'
+    assert report['model']['fingerprint'] == bundled.fingerprint
+    assert report['descriptor_bytes_per_image'] == bundled.descriptor_dim * 4 + \
+        bundled.code_bits // 8
+    assert 'baseline' not in report

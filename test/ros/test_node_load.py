@@ -87,7 +87,7 @@ def test_thirty_hz_for_a_minute_with_slow_inference(ros):
     third = len(latencies_ms) // 3
     early, late = np.median(latencies_ms[:third]), np.median(latencies_ms[-third:])
     assert late < 2 * early + 100, f'latency grew from {early:.0f} to {late:.0f} ms'
-    assert latencies_ms.max() < 3000
+    assert latencies_ms.max() < 5000
     values = {kv.key: kv.value for kv in diagnostics[-1].status[0].values}
     assert int(values['dropped']) > 0 and float(values['latency_p95_ms']) > INFERENCE_S * 1e3
     growth = max(memory[2:]) - memory[1]

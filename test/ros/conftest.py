@@ -10,11 +10,6 @@ pytest.importorskip('rclpy')
 LONG_LIVED = ('TMonitor', 'tqdm_monitor')
 
 
-def pytest_configure(config):
-    config.addinivalue_line('markers', 'load: long load test (about 60 s); deselect with '
-                                       '-m "not load"')
-
-
 @pytest.fixture
 def ros():
     """A fresh rclpy context with a spinning executor; everything is shut down afterwards and

@@ -37,7 +37,7 @@ def test_replay_publishes_every_message_with_clock(ros, tmp_path, storage):
     # 1.8 s of bag at 4x: 0.45 s of replay, recorded spacing kept
     assert 0.44 < stats.wall_s < 3.0 and wall_s < 10.0
     gaps = [b[0] - a[0] for a, b in zip(images, images[1:])]
-    assert 0.03 < sum(gaps) / len(gaps) < 0.2
+    assert 0.02 < sum(gaps) / len(gaps) < 0.35
     clock_times = [stamp_seconds(m.clock) for _, m in clock]
     assert clock_times == sorted(clock_times)
     assert clock_times[0] >= stamps[0] and clock_times[-1] == pytest.approx(stamps[-1] + 1e-6)

@@ -1,11 +1,11 @@
-"""Load: a 30 Hz camera for 60 s while inference takes longer than a frame period.
+"""Load: frames arriving while inference is busy never queue, and memory stays flat.
 
-The node must keep the latency bounded (newest frame wins, no queue builds up), count the
-frames it drops, and not grow its resident memory. About 60 s: deselect with -m "not load".
+The checks count frames, not seconds, so they hold on a loaded 2-core machine: the fake
+pipeline is held on a gate while frames arrive, and each step waits for the node to report
+what it received. The 60 s, 30 Hz soak with the real model is ``bench/node_load.py``.
 """
 import os
 import threading
-import time
 
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseArray
@@ -17,10 +17,31 @@ from ros_harness import FakePipeline, wait_for
 from vpr_core.image import encode_raw
 from vpr_ros.conversions import stamp_from_seconds, stamp_seconds
 
-pytestmark = [pytest.mark.ros, pytest.mark.load]
-DURATION_S = 60.0
-RATE_HZ = 30.0
-INFERENCE_S = 0.08
+pytestmark = pytest.mark.ros
+BURST = 20
+SIZE = (240, 320)
+
+
+class GatedPipeline(FakePipeline):
+    """Each ``process`` call waits until the test opens the gate."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+        self.entered: list[float] = []
+
+    def process(self, image, stamp, odometry=None, camera=0):
+        self.entered.append(stamp)
+        assert self.gate.wait(60.0), 'the test never opened the gate'
+        return super().process(image, stamp, odometry, camera)
+
+
+def vga_frame(stamp_s: float, value: int = 7, size=(480, 640)) -> Image:
+    height, width = size
+    step, data = encode_raw(np.full((height, width, 3), value, np.uint8), 'rgb8')
+    message = Image(height=height, width=width, encoding='rgb8', step=step, data=data)
+    message.header.stamp = stamp_from_seconds(stamp_s)
+    return message
 
 
 def resident_mb() -> float:
@@ -29,68 +50,60 @@ def resident_mb() -> float:
     return pages * os.sysconf('SC_PAGE_SIZE') / 2**20
 
 
-def test_thirty_hz_for_a_minute_with_slow_inference(ros):
-    pipeline = FakePipeline(delay_s=INFERENCE_S)
+def test_frames_arriving_during_inference_are_dropped_not_queued(ros):
+    pipeline = GatedPipeline()
+    try:
+        check_burst(ros, pipeline)
+    finally:
+        pipeline.gate.set()  # lets the worker finish before the fixture stops it
+
+
+def check_burst(ros, pipeline):
+    node = ros.vpr_node(pipeline=pipeline)
+    probe = ros.probe()
+    answers = probe.listen(PoseArray, '/vpr_node/candidates')
+    diagnostics = probe.listen(DiagnosticArray, '/diagnostics')
+    publisher = probe.publisher(Image, '/image')
+    assert wait_for(lambda: publisher.get_subscription_count() == 1)
+
+    publisher.publish(vga_frame(1000.0))
+    assert wait_for(lambda: len(pipeline.entered) == 1), 'the worker never took the frame'
+    for index in range(1, BURST + 1):
+        publisher.publish(vga_frame(1000.0 + index))
+        assert wait_for(lambda: node.stats.received == index + 1), f'frame {index} not received'
+    # The worker is still inside the first call: the burst waits in a one-frame slot.
+    assert len(pipeline.entered) == 1 and node._slot.dropped == BURST - 1
+
+    pipeline.gate.set()
+    assert wait_for(lambda: len(answers) == 2)
+    assert not wait_for(lambda: len(answers) > 2, timeout_s=1.0)
+    assert pipeline.entered == [1000.0, 1000.0 + BURST]
+    assert [stamp_seconds(m.header.stamp) for _, m in answers] == [1000.0, 1000.0 + BURST]
+    assert node.stats.processed == 2 and node._slot.dropped == BURST - 1
+
+    def reported_drops():
+        with probe.lock:
+            last = diagnostics[-1][1] if diagnostics else None
+        values = {kv.key: kv.value for kv in last.status[0].values} if last else {}
+        return values.get('dropped') == str(BURST - 1)
+    assert wait_for(reported_drops), 'diagnostics do not report the dropped frames'
+
+
+def test_resident_memory_stays_flat_over_many_frames(ros):
+    pipeline = FakePipeline()
     node = ros.vpr_node(pipeline=pipeline)
     pipeline.calls = _Bounded()
     probe = ros.probe()
-    published: dict[float, float] = {}
-    latencies, memory = [], []
-    lock = threading.Lock()
-
-    def on_candidates(message):
-        with lock:
-            sent = published.pop(round(stamp_seconds(message.header.stamp), 6), None)
-            if sent is not None:
-                latencies.append(time.monotonic() - sent)
-    probe.create_subscription(PoseArray, '/vpr_node/candidates', on_candidates, 10)
-    diagnostics = []
-    probe.create_subscription(DiagnosticArray, '/diagnostics',
-                              lambda m: diagnostics.__setitem__(slice(None), [m]), 10)
-    publisher = probe.publisher(Image, '/image', reliable=False)
+    probe.listen(PoseArray, '/vpr_node/candidates')
+    publisher = probe.publisher(Image, '/image')
     assert wait_for(lambda: publisher.get_subscription_count() == 1)
-    step, data = encode_raw(np.full((480, 640, 3), 7, np.uint8), 'rgb8')
-    message = Image(height=480, width=640, encoding='rgb8', step=step, data=data)
-
-    start = time.monotonic()
-    count = 0
-    while (now := time.monotonic()) - start < DURATION_S:
-        stamp_s = 1000.0 + count / RATE_HZ
-        message.header.stamp = stamp_from_seconds(stamp_s)
-        with lock:
-            published[round(stamp_s, 6)] = now
-            if len(published) > 1000:
-                published.pop(next(iter(published)))
-        publisher.publish(message)
-        count += 1
-        if count % int(RATE_HZ * 5) == 0:
+    memory = []
+    for index in range(400):
+        publisher.publish(vga_frame(1000.0 + index, index % 256, SIZE))
+        assert wait_for(lambda: node.stats.processed == index + 1), f'frame {index} stalled'
+        if index % 50 == 49:
             memory.append(resident_mb())
-        time.sleep(max(0.0, start + count / RATE_HZ - time.monotonic()))
-    time.sleep(1.0)
-
-    latencies_ms = np.array(latencies) * 1e3
-    stats = node.stats
-    dropped = node._slot.dropped
-    print(f'\npublished {count}, received {stats.received}, processed {stats.processed}, '
-          f'dropped {dropped}; latency p50 {np.median(latencies_ms):.0f} ms, '
-          f'p95 {np.percentile(latencies_ms, 95):.0f} ms, max {latencies_ms.max():.0f} ms; '
-          f'resident memory {memory[1]:.0f} -> {memory[-1]:.0f} MB')
-    assert count >= 0.9 * DURATION_S * RATE_HZ
-    # The worker stays busy (a blocked worker fails this even on a loaded machine) and the
-    # frames it could not take are dropped and counted, never queued.
-    assert stats.processed >= 0.25 * DURATION_S / INFERENCE_S
-    assert dropped > 0.3 * stats.received and stats.processed + dropped <= stats.received
-    assert len(latencies_ms) >= 0.9 * stats.processed
-    # Newest frame wins, so latency stays bounded: a queue would grow by ~17 frames/s here
-    # and reach tens of seconds. The checks compare the run with itself (no absolute timing
-    # beyond a cap that a queue would break many times over), as machines are shared.
-    third = len(latencies_ms) // 3
-    early, late = np.median(latencies_ms[:third]), np.median(latencies_ms[-third:])
-    assert late < 2 * early + 100, f'latency grew from {early:.0f} to {late:.0f} ms'
-    assert latencies_ms.max() < 5000
-    values = {kv.key: kv.value for kv in diagnostics[-1].status[0].values}
-    assert int(values['dropped']) > 0 and float(values['latency_p95_ms']) > INFERENCE_S * 1e3
-    growth = max(memory[2:]) - memory[1]
+    growth = max(memory[1:]) - memory[0]
     assert growth < 25, f'resident memory grew by {growth:.1f} MB: {memory}'
 
 

@@ -1,8 +1,12 @@
-"""Test-run isolation: own DDS domain, localhost-only discovery, CPU-only by default."""
+"""Test-run isolation (own DDS domain, localhost-only discovery, CPU-only by default) and the
+shared Nordland data."""
 import os
+from pathlib import Path
 import random
 
 import pytest
+
+NORDLAND = Path(__file__).resolve().parents[1] / '..' / 'shared' / 'data' / 'nordland_64x32'
 
 
 def pytest_configure(config):
@@ -22,6 +26,14 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope='session')
+def nordland() -> Path:
+    """The shared Nordland 64x32 folder (``../shared/data``); tests using it skip without it."""
+    if not NORDLAND.is_dir():
+        pytest.skip('shared Nordland data not available')
+    return NORDLAND
 
 
 def pytest_collection_modifyitems(config, items):

@@ -3,10 +3,12 @@
 Stage defaults (``TrainConfig.trainable`` regular expressions override them):
 
 - ``float``: float adapters (``backbone.adapters`` or the serial/parallel ``adapter1/2``), the
-  float head, backbone blocks >= ``train_blocks_from``;
-- ``hashing``: hashing adapters and hashing head (+ those backbone blocks);
-- ``rerank``: hashing adapters and hashing head only (the float branch stays frozen);
-- ``supervlad``: the float head (SuperVLAD layer, encoder) and blocks >= ``train_blocks_from``;
+  float head, backbone blocks >= ``train_blocks_from`` and a convolutional stem;
+- ``hashing``: hashing adapters and hashing head (+ those backbone blocks and the stem);
+- ``rerank``: hashing adapters and hashing head only (the float branch, and the stem both
+  branches share, stay frozen);
+- ``supervlad``: the float head (SuperVLAD layer, encoder), blocks >= ``train_blocks_from``
+  and a convolutional stem;
 - ``ham_adapters``: serial/parallel adapters and the head; ``ham_mask``: the head only.
 
 BatchNorm layers whose parameters are all frozen are kept in eval mode while training when
@@ -43,6 +45,7 @@ def default_trainable(model: VPRModel, stage: str) -> set[str]:
                           f"'{model.config.name}' does not have (outputs: {model.outputs})")
     head_ids = {id(p) for p in head.parameters()}
     first = model.config.backbone.train_blocks_from
+    conv_stem = model.config.backbone.stem == 'conv'
     names = set()
     for name, param in model.named_parameters():
         block = _block_index(name)
@@ -54,6 +57,9 @@ def default_trainable(model: VPRModel, stage: str) -> set[str]:
             names.add(name)
         elif stage in ('float', 'hashing', 'supervlad') and first is not None and \
                 block is not None and block >= first:
+            names.add(name)
+        elif stage in ('float', 'hashing', 'supervlad') and conv_stem and \
+                name.startswith('backbone.patch_embed.'):
             names.add(name)
     return names
 

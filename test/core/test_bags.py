@@ -2,7 +2,6 @@
 
 The bags are written here, with ``rosbags``, from real Nordland frames in ``../shared/data``.
 """
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,17 +16,14 @@ from vpr_core.mapdb.pixel import PixelDescriptors
 from vpr_core.mapdb.pose import Pose, quaternions_from_yaw
 from vpr_core.mapdb.source import BagSource
 
-NORDLAND = Path(__file__).resolve().parents[2] / '..' / 'shared' / 'data' / 'nordland_64x32'
 SOURCE = PixelDescriptors(code_bits=64)
 FRAMES = range(1000, 1012)
 SECOND = 1_000_000_000
 
 
 @pytest.fixture(scope='module')
-def summer():
-    if not NORDLAND.is_dir():
-        pytest.skip('shared Nordland data not available')
-    return [load_image_file(NORDLAND / 'summer' / f'images-{(i + 1) * 10:05d}.png')
+def summer(nordland):
+    return [load_image_file(nordland / 'summer' / f'images-{(i + 1) * 10:05d}.png')
             for i in FRAMES]
 
 

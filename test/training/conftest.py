@@ -11,11 +11,14 @@ from vpr_core.model.config import (AdapterConfig, BackboneConfig, HashingConfig,
                                    ModelConfig, PreprocessConfig)
 
 
-def tiny_model_config(bits: int = 0, rerank: bool = True) -> ModelConfig:
-    """A 2-block, 64-wide ViT with MulConv adapters and a GeM head at 28 x 28."""
+def tiny_model_config(bits: int = 0, rerank: bool = True, stem: str = 'patch') -> ModelConfig:
+    """A 2-block, 64-wide ViT with MulConv adapters and a GeM head at 28 x 28 (patch 14, or
+    a conv stem of stride 4)."""
+    patch = 4 if stem == 'conv' else 14
     return ModelConfig(
         name='tiny', system='selavpr++',
-        backbone=BackboneConfig(embed_dim=64, depth=2, num_heads=2, img_size=56),
+        backbone=BackboneConfig(embed_dim=64, depth=2, num_heads=2, img_size=56,
+                                patch_size=patch, stem=stem),
         adapter=AdapterConfig(kind='mulconv'), head=HeadConfig(kind='gem', out_dim=32),
         hashing=HashingConfig(bits=bits, rerank=rerank),
         preprocess=PreprocessConfig(train_size=(28, 28), test_size=(28, 28)))

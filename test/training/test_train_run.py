@@ -53,17 +53,18 @@ def test_resume_continues_exactly(gsv_tree, tmp_path, tiny_config):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-@pytest.mark.parametrize('freeze_bn_stats', [True, False])
-def test_stage2_leaves_the_float_branch_unchanged(gsv_tree, tmp_path, freeze_bn_stats,
+@pytest.mark.parametrize('freeze_bn_stats, stem', [(True, 'patch'), (False, 'patch'),
+                                                   (True, 'conv')])
+def test_stage2_leaves_the_float_branch_unchanged(gsv_tree, tmp_path, freeze_bn_stats, stem,
                                                   tiny_config):
     torch.manual_seed(3)
-    stage1 = build_model(tiny_config())
+    stage1 = build_model(tiny_config(stem=stem))
     with torch.no_grad():
         for param in stage1.parameters():
             param.add_(0.01 * torch.randn_like(param))     # "trained" float weights
     stage1_path = tmp_path / 'stage1.safetensors'
     save_model(stage1, stage1_path)
-    cfg = gsv_config(tiny_config(bits=32), gsv_tree, tmp_path, stage='rerank',
+    cfg = gsv_config(tiny_config(bits=32, stem=stem), gsv_tree, tmp_path, stage='rerank',
                      init_from=str(stage1_path), freeze_bn_stats=freeze_bn_stats)
     run_dir = tmp_path / 'stage2'
     train(cfg, run_dir)
@@ -101,3 +102,11 @@ def test_sequence_training_validates_and_selects(sequence_tree, tmp_path, tiny_c
     assert progress['best_epoch'] == int(rows[best]['epoch'])
     meta = read_metadata(tmp_path / 'seq' / 'best.safetensors')
     assert meta.extra['training']['epoch'] == progress['best_epoch']
+
+
+def test_a_conv_stem_trains_in_stage_1_and_stays_frozen_in_stage_2(tiny_config):
+    from training.stage import default_trainable
+    model = build_model(tiny_config(bits=32, stem='conv'))
+    stem = {n for n, _ in model.named_parameters() if n.startswith('backbone.patch_embed.')}
+    assert stem and stem <= default_trainable(model, 'float')
+    assert not stem & default_trainable(model, 'rerank')

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from vpr_core.errors import ConfigError, UnsupportedImageError
 from vpr_core.model.config import BackboneConfig
-from vpr_core.model.layers import Block, init_linear_trunc_normal, PatchEmbed
+from vpr_core.model.layers import Block, ConvStem, init_linear_trunc_normal, PatchEmbed
 
 
 class DinoVisionTransformer(nn.Module):
@@ -33,7 +33,8 @@ class DinoVisionTransformer(nn.Module):
         self.num_register_tokens = config.num_register_tokens
         self.interpolate_offset = config.interpolate_offset
         self.interpolate_antialias = config.interpolate_antialias
-        self.patch_embed = PatchEmbed(config.patch_size, dim)
+        stem = ConvStem if config.stem == 'conv' else PatchEmbed
+        self.patch_embed = stem(config.patch_size, dim)
         num_patches = (config.img_size // config.patch_size) ** 2
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + 1, dim))
@@ -145,6 +146,12 @@ def check_backbone_config(config: BackboneConfig) -> None:
     if config.depth <= 0 or config.patch_size <= 0 or config.img_size % config.patch_size:
         raise ConfigError(f'backbone: depth {config.depth} must be > 0 and img_size '
                           f'{config.img_size} a multiple of patch_size {config.patch_size}')
+    if config.stem not in ('patch', 'conv'):
+        raise ConfigError(f'backbone.stem {config.stem!r} (valid: patch, conv)')
+    if config.stem == 'conv' and (config.patch_size < 2
+                                  or config.patch_size & (config.patch_size - 1)):
+        raise ConfigError(f'backbone.stem conv needs a power-of-two patch_size, got '
+                          f'{config.patch_size}')
     if config.num_register_tokens < 0:
         raise ConfigError('backbone.num_register_tokens must be >= 0')
     if config.train_blocks_from is not None and not 0 <= config.train_blocks_from <= config.depth:
@@ -156,10 +163,12 @@ def freeze_backbone(backbone: DinoVisionTransformer, train_blocks_from: int | No
     """Freeze every ViT parameter except blocks with index >= ``train_blocks_from``.
 
     Patch embedding, CLS/register/mask tokens, pos_embed and the final LayerNorm stay frozen
-    (SuperVLAD ``--freeze_te``). Parameters whose name contains ``adapter`` are left alone.
+    (SuperVLAD ``--freeze_te``). Parameters whose name contains ``adapter`` are left alone, and
+    so is a convolutional stem (it has no pretrained weights to keep).
     """
+    conv_stem = backbone.config.stem == 'conv'
     for name, param in backbone.named_parameters():
-        if 'adapter' in name:
+        if 'adapter' in name or (conv_stem and name.startswith('patch_embed.')):
             continue
         trainable = False
         if train_blocks_from is not None and name.startswith('blocks.'):

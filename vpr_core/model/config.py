@@ -27,6 +27,9 @@ class BackboneConfig:
     interpolate_offset: float = 0.1
     interpolate_antialias: bool = False
     init_values: float = 1.0
+    # 'patch': the official stride-p linear patch embedding; 'conv': a trainable convolutional
+    # stem (power-of-two patch size) for backbones trained without pretrained weights.
+    stem: Literal['patch', 'conv'] = 'patch'
     # Blocks with index >= this are trainable; None keeps the whole ViT frozen (SelaVPR++,
     # HAM-VPR). SuperVLAD trains blocks 8..11 of ViT-B (``train_blocks_from=8``).
     train_blocks_from: int | None = None

@@ -25,6 +25,33 @@ class PatchEmbed(nn.Module):
         return self.proj(x).flatten(2).transpose(1, 2)
 
 
+class ConvStem(nn.Module):
+    """[B, 3, H, W] -> [B, H/p * W/p, D] by log2(p) 3x3 stride-2 conv-BN-ReLU layers and a 1x1
+    projection (Xiao et al., "Early convolutions help transformers see better", NeurIPS 2021).
+
+    A drop-in for :class:`PatchEmbed` where no pretrained patch embedding exists: the widths
+    double up to D (D/4, D/2, D for p = 8), and the stem trains even when the ViT is frozen.
+    """
+
+    def __init__(self, patch_size: int, embed_dim: int, in_chans: int = 3) -> None:
+        super().__init__()
+        layers = patch_size.bit_length() - 1
+        if patch_size < 2 or patch_size != 1 << layers:
+            raise ValueError(f'a conv stem needs a power-of-two patch size, got {patch_size}')
+        self.patch_size = patch_size
+        widths = [max(embed_dim >> (layers - 1 - i), 8) for i in range(layers)]
+        stem, channels = [], in_chans
+        for width in widths:
+            stem += [nn.Conv2d(channels, width, 3, stride=2, padding=1, bias=False),
+                     nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+            channels = width
+        self.stem = nn.Sequential(*stem)
+        self.proj = nn.Conv2d(channels, embed_dim, kernel_size=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.proj(self.stem(x)).flatten(2).transpose(1, 2)
+
+
 class Attention(nn.Module):
     """Multi-head self-attention with fused qkv; softmax(QK^T / sqrt(d)) V via SDPA."""
 

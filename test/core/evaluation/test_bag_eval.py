@@ -26,7 +26,6 @@ from vpr_core.mapdb.pose import Pose
 from vpr_core.mapdb.source import BagSource
 
 ROOT = Path(__file__).resolve().parents[3]
-NORDLAND = ROOT / '..' / 'shared' / 'data' / 'nordland_64x32'
 SOURCE = PixelDescriptors(code_bits=64)
 FRAMES = range(300, 325)            # train part (17..1799)
 SECOND = 1_000_000_000
@@ -39,10 +38,8 @@ OPEN_GATES = ['localization.sequence.length=1', 'localization.sequence.contrast_
 
 
 @pytest.fixture(scope='module')
-def summer():
-    if not NORDLAND.is_dir():
-        pytest.skip('shared Nordland data not available')
-    return [load_image_file(NORDLAND / 'summer' / f'images-{(i + 1) * 10:05d}.png')
+def summer(nordland):
+    return [load_image_file(nordland / 'summer' / f'images-{(i + 1) * 10:05d}.png')
             for i in FRAMES]
 
 

@@ -7,7 +7,6 @@ itself, never on the test part. The measured numbers are logged (pytest -s / -rA
 """
 import csv
 import logging
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,7 +23,6 @@ from vpr_core.mapdb.manifest import MapManifest
 from vpr_core.mapdb.pixel import PixelDescriptors
 from vpr_core.mapdb.source import synthetic_table
 
-NORDLAND = Path(__file__).resolve().parents[3] / '..' / 'shared' / 'data' / 'nordland_64x32'
 TRAIN, TEST = (17, 1800), (1800, 3576)
 LENGTH = 10
 GRID = [(window, velocities) for window in (10, 20)
@@ -33,13 +31,11 @@ logger = logging.getLogger(__name__)
 
 
 @pytest.fixture(scope='module')
-def pixels():
-    if not NORDLAND.is_dir():
-        pytest.skip('shared Nordland data not available')
-    with open(NORDLAND / 'pairs.csv', newline='') as handle:
+def pixels(nordland):
+    with open(nordland / 'pairs.csv', newline='') as handle:
         rows = list(csv.DictReader(handle))
-    summer = describe_pixels(load_image_file(NORDLAND / r['summer_file']) for r in rows)
-    winter = describe_pixels(load_image_file(NORDLAND / r['winter_file']) for r in rows)
+    summer = describe_pixels(load_image_file(nordland / r['summer_file']) for r in rows)
+    winter = describe_pixels(load_image_file(nordland / r['winter_file']) for r in rows)
     return summer, winter
 
 

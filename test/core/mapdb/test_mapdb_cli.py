@@ -18,7 +18,6 @@ from vpr_core.model.config import (BackboneConfig, HashingConfig, HeadConfig, Mo
                                    PreprocessConfig)
 from vpr_core.model.factory import build_model
 
-NORDLAND = Path(__file__).resolve().parents[3] / '..' / 'shared' / 'data' / 'nordland_64x32'
 TINY = ModelConfig(backbone=BackboneConfig(embed_dim=64, depth=2, num_heads=2),
                    head=HeadConfig(kind='gem', out_dim=64), hashing=HashingConfig(bits=64),
                    preprocess=PreprocessConfig(test_size=(56, 56)))
@@ -31,14 +30,12 @@ def tiny_weights(path: Path, seed: int) -> Path:
 
 
 @pytest.fixture(scope='module')
-def workspace(tmp_path_factory):
-    if not NORDLAND.is_dir():
-        pytest.skip('shared Nordland data not available')
+def workspace(tmp_path_factory, nordland):
     root = tmp_path_factory.mktemp('cli')
     (root / 'summer').mkdir()
     for index in range(2000, 2010):
         name = f'images-{(index + 1) * 10:05d}.png'
-        shutil.copy(NORDLAND / 'summer' / name, root / 'summer' / name)
+        shutil.copy(nordland / 'summer' / name, root / 'summer' / name)
     return root, tiny_weights(root / 'a.safetensors', 0), tiny_weights(root / 'b.safetensors', 1)
 
 

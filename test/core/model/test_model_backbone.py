@@ -203,3 +203,40 @@ def test_official_initialisation():
     assert 0.015 < vit.blocks[0].mlp.fc1.weight.std() < 0.025
     assert torch.count_nonzero(vit.blocks[0].attn.qkv.bias) == 0
     assert torch.equal(vit.blocks[1].ls2.gamma, torch.ones(64))
+
+
+def test_conv_stem_replaces_the_patch_embedding():
+    config = BackboneConfig(embed_dim=64, depth=1, num_heads=2, img_size=64, patch_size=8,
+                            stem='conv')
+    vit = DinoVisionTransformer(config)
+    shapes = {k: tuple(v.shape) for k, v in vit.state_dict().items()
+              if k.startswith('patch_embed.') and k.endswith('weight')}
+    # Widths double up to D: 3 -> 16 -> 32 -> 64 by three stride-2 3x3 convs, then 1x1.
+    stem = 'patch_embed.stem.'
+    assert shapes == {stem + '0.weight': (16, 3, 3, 3), stem + '1.weight': (16,),
+                      stem + '3.weight': (32, 16, 3, 3), stem + '4.weight': (32,),
+                      stem + '6.weight': (64, 32, 3, 3), stem + '7.weight': (64,),
+                      'patch_embed.proj.weight': (64, 64, 1, 1)}
+    out = vit.forward_features(torch.randn(2, 3, 32, 64))
+    assert out['x_norm_patchtokens'].shape == (2, 4 * 8, 64)
+    with pytest.raises(UnsupportedImageError, match='multiples of 8'):
+        vit(torch.randn(1, 3, 30, 64))
+
+
+def test_conv_stem_needs_a_power_of_two_patch():
+    from vpr_core.errors import ConfigError
+    with pytest.raises(ConfigError, match='power-of-two'):
+        DinoVisionTransformer(BackboneConfig(embed_dim=64, depth=1, num_heads=2, img_size=56,
+                                             patch_size=14, stem='conv'))
+    with pytest.raises(ConfigError, match='valid: patch, conv'):
+        DinoVisionTransformer(BackboneConfig(embed_dim=64, depth=1, num_heads=2, stem='hybrid'))
+
+
+def test_a_frozen_backbone_keeps_its_conv_stem_trainable():
+    from vpr_core.model.backbone import freeze_backbone
+    vit = DinoVisionTransformer(BackboneConfig(embed_dim=64, depth=2, num_heads=2, img_size=64,
+                                               patch_size=4, stem='conv'))
+    freeze_backbone(vit, None)
+    trainable = {n for n, p in vit.named_parameters() if p.requires_grad}
+    assert trainable == {n for n, _ in vit.named_parameters() if n.startswith('patch_embed.')}
+    assert trainable and not vit.pos_embed.requires_grad

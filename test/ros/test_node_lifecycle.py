@@ -23,14 +23,18 @@ def state_of(probe):
 
 def outputs_flow(probe, publisher, candidates, start_s, attempts=50):
     """True when a frame published now produces a ~/candidates message (waits for the node's
-    subscription first when many attempts are allowed)."""
+    subscription first when many attempts are allowed). On success it returns once answers to
+    the earlier attempts have stopped arriving, so none is taken for a later frame's."""
     before = len(candidates)
     if attempts > 10:
         wait_for(lambda: publisher.get_subscription_count() > 0, 10.0)
     for i in range(attempts):
         publisher.publish(image_message(1, start_s + i))
         if wait_for(lambda: len(candidates) > before, 0.2):
-            return True
+            while True:
+                seen = len(candidates)
+                if not wait_for(lambda: len(candidates) > seen, 0.5):
+                    return True
     return False
 
 

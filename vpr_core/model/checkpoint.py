@@ -52,6 +52,7 @@ class CheckpointMetadata:
     outputs: str
     fingerprint: str
     extra: dict[str, Any]
+    config_json: str = ''   # the config as written: fields added later do not change its hash
 
 
 def model_fingerprint(model: torch.nn.Module, config: ModelConfig | None = None) -> str:
@@ -111,7 +112,7 @@ def load_model(path: str | os.PathLike, *, device: torch.device | str = 'cpu') -
         raise CheckpointError(f'cannot read the tensors of {meta.path}: {exc}') from exc
     model = build_model(meta.config)
     _strict_load(model, tensors, meta.path)
-    actual = model_fingerprint(model, meta.config)
+    actual = _fingerprint(meta.config_json, model.state_dict())
     if actual != meta.fingerprint:
         raise CheckpointError(f'{meta.path} is corrupt: its content hashes to {actual}, the '
                               f'file says {meta.fingerprint}')
@@ -153,7 +154,7 @@ def _parse_header(path: Path, header: Mapping[str, str]) -> CheckpointMetadata:
         raise CheckpointError(f'{path} has an unusable model_config: {exc}') from exc
     return CheckpointMetadata(path, version, config, _int_field(path, header, 'descriptor_dim'),
                               _int_field(path, header, 'code_bits'), header.get('outputs', ''),
-                              header.get('fingerprint', ''), extra)
+                              header.get('fingerprint', ''), extra, header['model_config'])
 
 
 def _int_field(path: Path, header: Mapping[str, str], key: str) -> int:

@@ -62,6 +62,24 @@ def test_metadata_holds_the_whole_architecture(tmp_path):
     assert header['descriptor_dim'] == '24' and header['code_bits'] == '64'
 
 
+def test_a_file_written_before_a_config_field_existed_still_loads(tmp_path):
+    """A config field added later (with its default) must not make old files 'corrupt'."""
+    model = tiny_model('float')
+    config = json.loads(checkpoint.to_json(model.config))
+    del config['backbone']['stem']                 # as written before the conv stem existed
+    old_json = json.dumps(config)
+    tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
+    header = {'format': 'vpr_ros.model', 'schema_version': str(checkpoint.SCHEMA_VERSION),
+              'model_config': old_json, 'descriptor_dim': str(model.out_dim),
+              'code_bits': '0', 'outputs': 'float',
+              'fingerprint': checkpoint._fingerprint(old_json, tensors), 'extra': '{}'}
+    save_file(tensors, tmp_path / 'old.safetensors', metadata=header)
+    loaded = load_model(tmp_path / 'old.safetensors')
+    assert loaded.config.backbone.stem == 'patch'
+    assert loaded.fingerprint == header['fingerprint']
+    assert all(_equal(a, b) for a, b in zip(_descriptors(model), _descriptors(loaded)))
+
+
 def test_missing_file_names_the_path(tmp_path):
     with pytest.raises(WeightsNotFoundError, match='nothing.safetensors'):
         load_model(tmp_path / 'nothing.safetensors')

@@ -84,6 +84,7 @@ def measure(args, recognizer, map_dir: Path, queries: list) -> tuple[list, list]
     from geometry_msgs.msg import PoseArray
     from rclpy.executors import SingleThreadedExecutor
 
+    from vpr_ros.conversions import stamp_seconds
     from vpr_ros.node_process import NodeProcess
     rclpy.init()
     probe = rclpy.create_node('vpr_latency_probe')
@@ -91,7 +92,7 @@ def measure(args, recognizer, map_dir: Path, queries: list) -> tuple[list, list]
     arrived = threading.Event()
 
     def on_candidates(message):
-        answers[message.header.stamp.sec + message.header.stamp.nanosec * 1e-9] = \
+        answers[stamp_seconds(message.header.stamp)] = \
             time.perf_counter()
         arrived.set()
     probe.create_subscription(PoseArray, '/vpr_node/candidates', on_candidates, 10)

@@ -45,6 +45,7 @@ def soak(args, map_dir: Path, queries: list) -> dict:
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.qos import qos_profile_sensor_data
 
+    from vpr_ros.conversions import stamp_from_seconds, stamp_seconds
     from vpr_ros.node_process import NodeProcess
     rclpy.init()
     probe = rclpy.create_node('vpr_load_probe')
@@ -53,7 +54,7 @@ def soak(args, map_dir: Path, queries: list) -> dict:
     lock = threading.Lock()
 
     def on_candidates(message):
-        stamp = round(message.header.stamp.sec + message.header.stamp.nanosec * 1e-9, 6)
+        stamp = round(stamp_seconds(message.header.stamp), 6)
         with lock:
             start = sent.pop(stamp, None)
             if start is not None:
@@ -78,8 +79,7 @@ def soak(args, map_dir: Path, queries: list) -> dict:
             while time.monotonic() - start < args.seconds:
                 message = messages[count % len(messages)]
                 stamp_s = 1000.0 + count / args.rate
-                message.header.stamp.sec = int(stamp_s)
-                message.header.stamp.nanosec = int(round((stamp_s % 1) * 1e9))
+                message.header.stamp = stamp_from_seconds(stamp_s)
                 with lock:
                     sent[round(stamp_s, 6)] = time.monotonic()
                 publisher.publish(message)

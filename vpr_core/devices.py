@@ -1,10 +1,11 @@
-"""Where models run: device choice, fp16 policy and the faiss GPU probe.
+"""Where models run: device choice, fp16 policy, the faiss GPU probe and memory release.
 
 Nothing here touches CUDA at import time; every probe runs when it is called.
 """
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import re
 
@@ -63,6 +64,13 @@ def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextM
     if enabled and device.type == 'cuda':
         return torch.autocast(device_type='cuda', dtype=torch.float16)
     return contextlib.nullcontext()
+
+
+def release_memory(device: torch.device | str) -> None:
+    """Free what a dropped model held: garbage-collect, then empty CUDA's cached allocator."""
+    gc.collect()
+    if torch.device(device).type == 'cuda' and torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def faiss_gpu_available() -> bool:

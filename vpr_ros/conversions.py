@@ -63,6 +63,11 @@ def stamp_seconds(stamp: Time) -> float:
     return stamp.sec + stamp.nanosec * 1e-9
 
 
+def stamp_ns(stamp: Time) -> int:
+    """``builtin_interfaces/Time`` -> integer nanoseconds (exact)."""
+    return stamp.sec * 1_000_000_000 + stamp.nanosec
+
+
 def stamp_from_seconds(seconds: float) -> Time:
     """Seconds -> ``builtin_interfaces/Time`` (nanosecond rounding)."""
     total_ns = int(round(seconds * 1e9))

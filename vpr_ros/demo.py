@@ -70,12 +70,13 @@ class Collector:
         from sensor_msgs.msg import PointCloud2
         from std_msgs.msg import Float64MultiArray
 
-        from vpr_ros.conversions import cloud_to_array
+        from vpr_ros.conversions import cloud_to_array, stamp_ns
         self.published: dict[int, float] = {}
         self.answers: dict[int, tuple[float, int]] = {}
         self.accepted: list[tuple[int, int]] = []
         self.priors = 0
         self._cloud_to_array = cloud_to_array
+        self._stamp_ns = stamp_ns
         self._place_stamps: dict[int, int] = {}
         self._lock = threading.Lock()
         node.create_subscription(PointCloud2, '/vpr_node/candidates_cloud', self._on_cloud, 50)
@@ -98,7 +99,7 @@ class Collector:
         points = self._cloud_to_array(message)
         if len(points) == 0:
             return
-        stamp = message.header.stamp.sec * 1_000_000_000 + message.header.stamp.nanosec
+        stamp = self._stamp_ns(message.header.stamp)
         with self._lock:
             self.answers[stamp] = (now, self._place_stamps[int(points['place_id'][0])])
 
@@ -168,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
     print('4/4 scoring ...')
     winter = read_image_stamps(args.sample / 'nordland_winter', IMAGE_TOPIC)
     summer = np.sort(database.stamps_ns)
-    places = {int(s): nearest_position(int(s), summer) for s in summer}
+    places = position_of(summer)
     places.update({p: nearest_position(p, summer) for _, p in collector.accepted})
     ordered = np.sort(winter)
     accepted = [(int(ordered[nearest_position(q, ordered)]), p) for q, p in collector.accepted]

@@ -49,10 +49,13 @@ def position_of(stamps_ns: np.ndarray) -> dict[int, int]:
     return {int(stamp): index for index, stamp in enumerate(np.sort(stamps_ns))}
 
 
-def nearest_position(stamp_ns: int, stamps_ns: np.ndarray) -> int:
-    """Position of the bag frame whose stamp is nearest to ``stamp_ns``."""
-    ordered = np.sort(stamps_ns)
-    return int(np.argmin(np.abs(ordered - stamp_ns)))
+def nearest_position(stamp_ns: int, ordered: np.ndarray) -> int:
+    """Position in ``ordered`` (sorted bag stamps) of the stamp nearest to ``stamp_ns``; the
+    earlier one on a tie."""
+    index = int(np.searchsorted(ordered, stamp_ns))
+    if index == 0 or index == len(ordered):
+        return min(index, len(ordered) - 1)
+    return index if ordered[index] - stamp_ns < stamp_ns - ordered[index - 1] else index - 1
 
 
 def score(published: dict[int, float], answers: dict[int, tuple[float, int]],

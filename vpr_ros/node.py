@@ -25,7 +25,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_srvs.srv import SetBool, Trigger
 
 from vpr_core.errors import UnsupportedImageError, VPRError
-from vpr_ros.conversions import image_to_rgb, rejection_reason, stamp_seconds
+from vpr_ros.conversions import image_to_rgb, rejection_reason, stamp_ns, stamp_seconds
 from vpr_ros.diagnostics import diagnostic_array, NodeStatistics, node_status
 from vpr_ros.outputs import OutputPublishers
 from vpr_ros.parameters import declare_parameters, NodeSettings, SPECS, validate
@@ -152,6 +152,7 @@ class VprNode(LifecycleNode):
             self._worker.stop()
             self._worker = None
         self._slot.clear()
+        self._poses.clear()
 
     def _release(self) -> None:
         pipeline, self._pipeline = self._pipeline, None
@@ -183,7 +184,7 @@ class VprNode(LifecycleNode):
             self._apply_pending(pipeline)
             result = pipeline.process(image, stamp_seconds(stamp), camera=frame.camera,
                                       odometry=self._poses.pose_at(
-                                          stamp.sec * 1_000_000_000 + stamp.nanosec))
+                                          stamp_ns(stamp)))
             arrays = result_arrays(result, self.runtime['top_k'])
         except VPRError as exc:
             self.stats.on_rejected('pipeline_error')

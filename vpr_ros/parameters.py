@@ -47,7 +47,8 @@ PARAMETERS = (
     ParameterSpec('pose_type', 'odometry', 'message type on pose_topic',
                   choices=('odometry', 'pose', 'pose_with_covariance')),
     ParameterSpec('map_frame', 'map', 'frame_id of every output'),
-    ParameterSpec('base_frame', 'base_link', 'robot frame whose pose the prior gives'),
+    ParameterSpec('base_frame', 'base_link', 'robot frame whose pose the prior gives (names '
+                  'the convention: PoseWithCovarianceStamped carries no child frame)'),
     ParameterSpec('prior_frame_id', '', 'frame_id of ~/pose_prior only (empty = map_frame); '
                   'rtabmap global_pose wants the posed frame, e.g. base_link'),
     ParameterSpec('camera_to_base', [0.0] * 6, 'camera pose in base_frame: x y z (m) roll '

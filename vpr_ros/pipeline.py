@@ -5,7 +5,6 @@ map, recognizer) is vpr_core's job; this module only turns node settings into th
 """
 from __future__ import annotations
 
-import gc
 from typing import Any, Callable, Protocol
 
 import numpy as np
@@ -97,7 +96,7 @@ class LocalizationPipeline:
     def close(self) -> None:
         device = self._extractor.device
         self._recognizers, self._extractor, self._map = [], None, None
-        release_memory(device)
+        devices.release_memory(device)
 
     def describe(self) -> dict[str, str]:
         return dict(self._info)
@@ -109,14 +108,6 @@ def _localization_changes(changes: dict[str, Any]) -> dict[str, Any]:
     if 'top_k' in changes:
         values['top_k'] = changes['top_k']
     return values
-
-
-def release_memory(device) -> None:
-    """Drop cached allocator memory after the model is gone (CUDA), through vpr_core."""
-    gc.collect()
-    release = getattr(devices, 'release_memory', None)
-    if release is not None:
-        release(device)
 
 
 def load_pipeline(settings: NodeSettings) -> Pipeline:

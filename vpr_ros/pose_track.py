@@ -1,6 +1,7 @@
 """The recent poses of ``pose_topic`` (odometry or a SLAM pose), looked up at image stamps."""
 from __future__ import annotations
 
+import bisect
 from collections import deque
 import threading
 
@@ -9,7 +10,7 @@ from nav_msgs.msg import Odometry
 import numpy as np
 
 from vpr_core.mapdb.pose import interpolate_poses, Pose
-from vpr_ros.conversions import pose_vector
+from vpr_ros.conversions import pose_vector, stamp_ns
 
 POSE_TYPES = {
     'odometry': Odometry,
@@ -25,7 +26,11 @@ def pose_of(message) -> np.ndarray:
 
 
 class PoseTrack:
-    """Thread-safe ring buffer of stamped poses with interpolation at query stamps."""
+    """Thread-safe ring buffer of stamped poses with interpolation at query stamps.
+
+    A sample more than ``tolerance_s`` older than the newest means time went back (a bag
+    replay restarted, a simulation reset): the track starts again from it.
+    """
 
     def __init__(self, capacity: int = 2000, tolerance_s: float = 0.5) -> None:
         self._stamps_ns: deque[int] = deque(maxlen=capacity)
@@ -38,25 +43,41 @@ class PoseTrack:
             return len(self._stamps_ns)
 
     def add(self, stamp_ns: int, pose: np.ndarray) -> None:
-        """Append a pose [7]; out-of-order samples older than the newest are ignored."""
+        """Append a pose [7]; slightly out-of-order samples are ignored, a jump back in time
+        restarts the track."""
         with self._lock:
             if self._stamps_ns and stamp_ns <= self._stamps_ns[-1]:
-                return
+                if self._stamps_ns[-1] - stamp_ns <= self._tolerance_s * 1e9:
+                    return
+                self._clear()
             self._stamps_ns.append(int(stamp_ns))
             self._poses.append(np.asarray(pose, dtype=np.float64).reshape(7))
 
     def add_message(self, message) -> None:
         """Append the pose of an Odometry / PoseStamped / PoseWithCovarianceStamped."""
-        stamp = message.header.stamp
-        self.add(stamp.sec * 1_000_000_000 + stamp.nanosec, pose_of(message))
+        self.add(stamp_ns(message.header.stamp), pose_of(message))
+
+    def clear(self) -> None:
+        """Forget every pose (the node stops its inputs)."""
+        with self._lock:
+            self._clear()
+
+    def _clear(self) -> None:
+        self._stamps_ns.clear()
+        self._poses.clear()
 
     def pose_at(self, stamp_ns: int) -> Pose | None:
         """Pose interpolated at ``stamp_ns``; None without a sample within the tolerance."""
         with self._lock:
-            if not self._stamps_ns:
+            count = len(self._stamps_ns)
+            if not count:
                 return None
-            stamps = np.fromiter(self._stamps_ns, dtype=np.int64)
-            poses = np.stack(self._poses)
+            # Only the samples on either side of the stamp matter to the interpolation.
+            index = bisect.bisect_left(self._stamps_ns, stamp_ns)
+            lo = max(min(index, count - 1) - 1, 0)
+            window = range(lo, min(lo + 2, count))
+            stamps = np.array([self._stamps_ns[i] for i in window], dtype=np.int64)
+            poses = np.stack([self._poses[i] for i in window])
         positions, orientations, valid = interpolate_poses(
             stamps, poses[:, :3], poses[:, 3:], np.array([stamp_ns]), self._tolerance_s)
         if not valid[0]:

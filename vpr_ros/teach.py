@@ -13,19 +13,17 @@ from typing import Any
 
 import numpy as np
 
+from vpr_core import devices
 from vpr_core.config import from_dict, to_dict
 from vpr_core.descriptors import Descriptors
 from vpr_core.extractor import Extractor
 from vpr_core.localization.recognizer import LocalizationResult
 from vpr_core.mapdb.builder import model_info
 from vpr_core.mapdb.database import MapDatabase
-from vpr_core.mapdb.keyframe import KeyframeConfig, select_keyframes
+from vpr_core.mapdb.keyframe import KeyframeConfig, KeyframeSelector
 from vpr_core.mapdb.manifest import creation_info, MapManifest
 from vpr_core.mapdb.pose import compose, Pose
 from vpr_core.mapdb.storage import MANIFEST
-from vpr_ros.pipeline import release_memory
-
-MAX_PATH = 1000
 
 
 class TeachPipeline:
@@ -39,7 +37,7 @@ class TeachPipeline:
         self._rule = from_dict(KeyframeConfig, keyframes, where='teach')
         self._extrinsics = extrinsics
         self._frame_id = frame_id
-        self._since_keyframe: dict[int, list[tuple[int, Pose]]] = {}
+        self._selectors: dict[int, KeyframeSelector] = {}
         self._rows: list[tuple[Descriptors, np.ndarray, np.ndarray, int]] = []
         self._saved_rows = 0
         self._lock = threading.Lock()
@@ -67,27 +65,9 @@ class TeachPipeline:
         return _result(stamp_ns, 'keyframe recorded')
 
     def _is_keyframe(self, camera: int, stamp_ns: int, pose: Pose) -> bool:
-        """vpr_core's keyframe rule over this camera's path since its last keyframe.
-
-        The path keeps a frame only when it moved at least 1 cm (a parked robot adds
-        nothing) and is thinned past :data:`MAX_PATH` frames.
-        """
-        path = self._since_keyframe.get(camera)
-        if path is None:
-            self._since_keyframe[camera] = [(stamp_ns, pose)]
-            return True
-        frames = [*path, (stamp_ns, pose)]
-        chosen = select_keyframes(np.array([p.position for _, p in frames]),
-                                  np.array([p.orientation for _, p in frames]),
-                                  np.array([s for s, _ in frames]), self._rule)
-        if len(chosen) > 1:
-            self._since_keyframe[camera] = [(stamp_ns, pose)]
-            return True
-        if np.linalg.norm(np.subtract(pose.position, path[-1][1].position)) >= 0.01:
-            path.append((stamp_ns, pose))
-            if len(path) > MAX_PATH:
-                path[1:] = path[2::2]
-        return False
+        """vpr_core's keyframe rule, one incremental selector per camera."""
+        selector = self._selectors.setdefault(camera, KeyframeSelector(self._rule))
+        return selector.offer(pose.position, pose.orientation, stamp_ns)
 
     def database(self) -> MapDatabase:
         """The recorded keyframes (after the existing map's places) as a map."""
@@ -114,7 +94,7 @@ class TeachPipeline:
         return f'saved map {self._path}: {database.size} places ({count} recorded now)'
 
     def reset(self) -> None:
-        self._since_keyframe = {}
+        self._selectors = {}
 
     def update(self, changes: dict[str, Any]) -> None:
         """Thresholds do not apply while teaching."""
@@ -122,7 +102,7 @@ class TeachPipeline:
     def close(self) -> None:
         device = self._extractor.device
         self._extractor = None
-        release_memory(device)
+        devices.release_memory(device)
 
     def describe(self) -> dict[str, str]:
         return {'device': self._device, 'map_dir': str(self._path),

@@ -43,3 +43,13 @@ def test_faiss_gpu_probe_is_false_on_a_cpu_build():
     if torch.cuda.is_available():
         pytest.skip('machine has CUDA')
     assert devices.faiss_gpu_available() is False
+
+
+def test_release_memory_empties_the_cuda_cache_only_for_cuda(monkeypatch):
+    emptied = []
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'empty_cache', lambda: emptied.append(True))
+    devices.release_memory('cpu')
+    assert emptied == []
+    devices.release_memory(torch.device('cuda', 0))
+    assert emptied == [True]

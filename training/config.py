@@ -27,7 +27,9 @@ class DataConfig:
     """Training images. ``kind``: ``gsv_cities`` | ``sequence`` | ``city_mask``.
 
     ``sequence``: ``root/<traversal>/`` folders, index-aligned (sorted names give the index);
-    frames within ``place_radius_frames`` of a place's centre frame belong to the place.
+    frames within ``place_radius_frames`` of a place's centre frame belong to the place;
+    frames in ``exclude_ranges`` ((start, stop) pairs, e.g. validation stretches and a margin)
+    are neither places nor neighbours.
     ``city_mask``: VPR-City-Mask ``root/images/<split>/{database,queries}[_mask]``; places are
     groups of images within ``place_radius_m`` of each other (UTM in the file names).
     """
@@ -38,6 +40,7 @@ class DataConfig:
     min_images_per_place: int = 4
     traversals: tuple[str, ...] = ('summer', 'winter')
     index_range: tuple[int, int] | None = None
+    exclude_ranges: tuple[tuple[int, int], ...] = ()
     place_radius_frames: int = 0
     split: str = 'train'
     place_radius_m: float = 10.0
@@ -111,8 +114,9 @@ class ValidationConfig:
 
     ``sequence``: ``root/<database>`` vs ``root/<queries>`` over ``index_range`` with
     ``tolerance`` frames (``database_range``: a wider database slice, e.g. all training frames,
-    so the search is as hard as on the test part); ``vg_benchmark``: ``root/images/<split>``
-    with ``radius_m``.
+    so the search is as hard as on the test part; ``query_ranges``: several (start, stop)
+    stretches of queries instead of ``index_range``, all against ``database_range``);
+    ``vg_benchmark``: ``root/images/<split>`` with ``radius_m``.
     ``metric``: the selection score (``r1`` or ``r1+r5``); ``patience`` epochs without
     improvement stop the run (0: never stop early).
     """
@@ -122,6 +126,7 @@ class ValidationConfig:
     database: str = 'summer'
     queries: str = 'winter'
     index_range: tuple[int, int] | None = None
+    query_ranges: tuple[tuple[int, int], ...] = ()
     database_range: tuple[int, int] | None = None
     tolerance: int = 1
     split: str = 'val'

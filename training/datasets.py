@@ -104,22 +104,31 @@ def _read_city(csv_path: Path, image_dir: Path) -> dict[int, list[Path]]:
 
 
 def load_sequence_places(root: str | Path, traversals: tuple[str, ...],
-                         index_range: tuple[int, int] | None, radius: int) -> PlaceSet:
+                         index_range: tuple[int, int] | None, radius: int,
+                         exclude_ranges: tuple[tuple[int, int], ...] = ()) -> PlaceSet:
     """Index-aligned traversals ``root/<t>/``: place i = frames i - radius .. i + radius of
-    every traversal (clipped to ``index_range``); the exact frames come first in each list."""
+    every traversal (clipped to ``index_range``, without the frames of ``exclude_ranges``);
+    the exact frames come first in each list."""
     folders = [list_images(Path(root) / name) for name in traversals]
     count = min(len(files) for files in folders)
     start, stop = index_range if index_range is not None else (0, count)
     if not 0 <= start < stop <= count:
         raise ConfigError(f'index range {start}:{stop} must satisfy 0 <= start < stop <= '
                           f'{count} for {root}')
+    kept = np.zeros(count, dtype=bool)
+    kept[start:stop] = True
+    for first, last in exclude_ranges:
+        kept[max(first, 0):max(last, 0)] = False
     places = []
-    for i in range(start, stop):
+    centres = np.flatnonzero(kept).astype(np.int64)
+    if not len(centres):
+        raise ConfigError(f'no training frame left in {start}:{stop} after excluding '
+                          f'{list(exclude_ranges)}')
+    for i in centres:
         exact = [files[i] for files in folders]
         near = [files[j] for j in range(max(start, i - radius), min(stop, i + radius + 1))
-                if j != i for files in folders]
+                if j != i and kept[j] for files in folders]
         places.append(exact + near)
-    centres = np.arange(start, stop, dtype=np.int64)
     return PlaceSet(places=places, labels=centres.copy(), centres=centres,
                     min_gap=2 * radius + 2, leading=len(folders))
 
@@ -153,7 +162,7 @@ def load_places(cfg: DataConfig, seed: int = 0) -> PlaceSet:
         places = load_gsv_cities(cfg.root, cfg.cities, cfg.min_images_per_place, seed)
     elif cfg.kind == 'sequence':
         places = load_sequence_places(cfg.root, cfg.traversals, cfg.index_range,
-                                      cfg.place_radius_frames)
+                                      cfg.place_radius_frames, cfg.exclude_ranges)
     elif cfg.kind == 'city_mask':
         places = load_city_mask_places(cfg.root, cfg.split, cfg.place_radius_m)
     else:

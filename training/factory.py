@@ -17,7 +17,7 @@ from training.loop import Validation
 from training.stage import (copy_float_adapters_to_hashing, enable_grad_checkpointing,
                             load_matching, reinit_adapter_convs, set_trainable)
 from vpr_core.errors import ConfigError
-from vpr_core.evaluation.datasets import load_index_aligned, load_vg_benchmark
+from vpr_core.evaluation.datasets import EvalSet, load_index_aligned, load_vg_benchmark
 from vpr_core.evaluation.evaluator import EvalOptions, load_images
 from vpr_core.model.checkpoint import load_model
 from vpr_core.model.factory import build_model
@@ -94,8 +94,13 @@ def validation(cfg: TrainConfig) -> Validation | None:
         return None
     if val.kind == 'sequence':
         root = Path(val.root)
-        evalset = load_index_aligned(root / val.database, root / val.queries, val.tolerance,
-                                     val.index_range, val.database_range)
+        if val.query_ranges and val.database_range is None:
+            raise ConfigError('validation.query_ranges needs a database_range: every stretch '
+                              'is searched against one database')
+        parts = [load_index_aligned(root / val.database, root / val.queries, val.tolerance,
+                                    index_range, val.database_range)
+                 for index_range in (val.query_ranges or (val.index_range,))]
+        evalset = parts[0] if len(parts) == 1 else merge_queries(parts)
     elif val.kind == 'vg_benchmark':
         evalset = load_vg_benchmark(val.root, val.split, val.radius_m)
     else:
@@ -105,6 +110,14 @@ def validation(cfg: TrainConfig) -> Validation | None:
                 len(evalset.database))
     options = EvalOptions(mode=val.mode, recall_values=(1, 5, 10), progress=False)
     return Validation(evalset, load_images(evalset, progress=False), options, val.metric)
+
+
+def merge_queries(parts: list[EvalSet]) -> EvalSet:
+    """One validation set from query stretches searched against the same database (the
+    stretches are not one route, so it is not sequential)."""
+    return EvalSet(name=parts[0].name, database=parts[0].database,
+                   queries=tuple(q for part in parts for q in part.queries),
+                   positives=tuple(p for part in parts for p in part.positives))
 
 
 @torch.no_grad()

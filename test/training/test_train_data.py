@@ -1,11 +1,13 @@
 """Training data: GSV-Cities parsing, sequence places, P x K batches, augmentation, recipes."""
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from training.augment import rand_augment, TrainTransform
-from training.config import AugmentConfig, TrainConfig
+from training import factory
+from training.config import AugmentConfig, TrainConfig, ValidationConfig
 from training.datasets import gsv_image_name, load_gsv_cities, load_sequence_places
 from training.sampler import collate_places, PlaceBatchSampler, PlaceImages
 from vpr_core.config import load_config
@@ -35,6 +37,34 @@ def test_sequence_places_take_neighbouring_frames(sequence_tree):
     assert first[:2] == ['summer/00002', 'winter/00002']
     assert sorted(first[2:]) == ['summer/00003', 'winter/00003']     # 00001 is outside 2..9
     assert len(places.places[3]) == 6
+
+
+def test_excluded_stretches_are_neither_places_nor_neighbours(sequence_tree):
+    places = load_sequence_places(sequence_tree, ('summer', 'winter'), (2, 20), radius=1,
+                                  exclude_ranges=((5, 8), (12, 13)))
+    assert places.centres.tolist() == [2, 3, 4, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19]
+    assert places.labels.tolist() == places.centres.tolist()
+    used = {int(p.stem) for files in places.places for p in files}
+    assert used.isdisjoint({5, 6, 7, 12})
+    by_centre = dict(zip(places.centres.tolist(), places.places))
+    assert sorted(f'{p.parent.name}/{p.stem}' for p in by_centre[8][2:]) == \
+        ['summer/00009', 'winter/00009']                      # 00007 is held out
+    with pytest.raises(ConfigError, match='no training frame left'):
+        load_sequence_places(sequence_tree, ('summer', 'winter'), (2, 10), radius=1,
+                             exclude_ranges=((0, 24),))
+
+
+def test_validation_stretches_are_searched_against_one_database(sequence_tree):
+    val = ValidationConfig(kind='sequence', root=str(sequence_tree), tolerance=1,
+                           query_ranges=((2, 5), (20, 22)), database_range=(0, 24))
+    evalset = factory.validation(TrainConfig(validation=val)).evalset
+    assert [int(Path(q).stem) for q in evalset.queries] == [2, 3, 4, 20, 21]
+    assert all(Path(q).parent.name == 'winter' for q in evalset.queries)
+    assert len(evalset.database) == 24 and not evalset.sequential
+    assert [p.tolist() for p in evalset.positives] == [[1, 2, 3], [2, 3, 4], [3, 4, 5],
+                                                       [19, 20, 21], [20, 21, 22]]
+    with pytest.raises(ConfigError, match='needs a database_range'):
+        factory.validation(TrainConfig(validation=dataclasses.replace(val, database_range=None)))
 
 
 def test_batches_are_place_major_spaced_and_deterministic(sequence_tree):

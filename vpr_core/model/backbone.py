@@ -33,8 +33,8 @@ class DinoVisionTransformer(nn.Module):
         self.num_register_tokens = config.num_register_tokens
         self.interpolate_offset = config.interpolate_offset
         self.interpolate_antialias = config.interpolate_antialias
-        stem = ConvStem if config.stem == 'conv' else PatchEmbed
-        self.patch_embed = stem(config.patch_size, dim)
+        self.patch_embed = (ConvStem(config.patch_size, dim, depth=config.stem_depth)
+                            if config.stem == 'conv' else PatchEmbed(config.patch_size, dim))
         num_patches = (config.img_size // config.patch_size) ** 2
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + 1, dim))
@@ -152,6 +152,8 @@ def check_backbone_config(config: BackboneConfig) -> None:
                                   or config.patch_size & (config.patch_size - 1)):
         raise ConfigError(f'backbone.stem conv needs a power-of-two patch_size, got '
                           f'{config.patch_size}')
+    if config.stem_depth < 1:
+        raise ConfigError(f'backbone.stem_depth must be >= 1, got {config.stem_depth}')
     if config.num_register_tokens < 0:
         raise ConfigError('backbone.num_register_tokens must be >= 0')
     if config.train_blocks_from is not None and not 0 <= config.train_blocks_from <= config.depth:

@@ -31,9 +31,11 @@ class ConvStem(nn.Module):
 
     A drop-in for :class:`PatchEmbed` where no pretrained patch embedding exists: the widths
     double up to D (D/4, D/2, D for p = 8), and the stem trains even when the ViT is frozen.
+    ``depth`` > 1 adds depth - 1 stride-1 3x3 conv-BN-ReLU layers after each stride-2 one.
     """
 
-    def __init__(self, patch_size: int, embed_dim: int, in_chans: int = 3) -> None:
+    def __init__(self, patch_size: int, embed_dim: int, in_chans: int = 3,
+                 depth: int = 1) -> None:
         super().__init__()
         layers = patch_size.bit_length() - 1
         if patch_size < 2 or patch_size != 1 << layers:
@@ -42,9 +44,10 @@ class ConvStem(nn.Module):
         widths = [max(embed_dim >> (layers - 1 - i), 8) for i in range(layers)]
         stem, channels = [], in_chans
         for width in widths:
-            stem += [nn.Conv2d(channels, width, 3, stride=2, padding=1, bias=False),
-                     nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
-            channels = width
+            for stride in (2,) + (1,) * (depth - 1):
+                stem += [nn.Conv2d(channels, width, 3, stride=stride, padding=1, bias=False),
+                         nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+                channels = width
         self.stem = nn.Sequential(*stem)
         self.proj = nn.Conv2d(channels, embed_dim, kernel_size=1)
 

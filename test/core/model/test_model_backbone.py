@@ -1,4 +1,5 @@
 """DINOv2 ViT: official layout, parameter counts, interpolation, outputs."""
+import dataclasses
 import math
 
 import pytest
@@ -221,6 +222,20 @@ def test_conv_stem_replaces_the_patch_embedding():
     assert out['x_norm_patchtokens'].shape == (2, 4 * 8, 64)
     with pytest.raises(UnsupportedImageError, match='multiples of 8'):
         vit(torch.randn(1, 3, 30, 64))
+
+
+def test_a_deeper_conv_stem_adds_stride_1_convs_per_stage():
+    config = BackboneConfig(embed_dim=64, depth=1, num_heads=2, img_size=64, patch_size=4,
+                            stem='conv', stem_depth=2)
+    vit = DinoVisionTransformer(config)
+    convs = [m for m in vit.patch_embed.stem if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels, c.stride[0]) for c in convs] == \
+        [(3, 32, 2), (32, 32, 1), (32, 64, 2), (64, 64, 1)]
+    assert vit.forward_features(torch.randn(2, 3, 32, 64))['x_norm_patchtokens'].shape == \
+        (2, 8 * 16, 64)
+    from vpr_core.errors import ConfigError
+    with pytest.raises(ConfigError, match='stem_depth must be >= 1'):
+        DinoVisionTransformer(dataclasses.replace(config, stem_depth=0))
 
 
 def test_conv_stem_needs_a_power_of_two_patch():

@@ -45,7 +45,7 @@ def default_trainable(model: VPRModel, stage: str) -> set[str]:
                           f"'{model.config.name}' does not have (outputs: {model.outputs})")
     head_ids = {id(p) for p in head.parameters()}
     first = model.config.backbone.train_blocks_from
-    conv_stem = model.config.backbone.stem == 'conv'
+    conv_stem = model.config.backbone.stem != 'patch'
     names = set()
     for name, param in model.named_parameters():
         block = _block_index(name)

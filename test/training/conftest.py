@@ -14,7 +14,7 @@ from vpr_core.model.config import (AdapterConfig, BackboneConfig, HashingConfig,
 def tiny_model_config(bits: int = 0, rerank: bool = True, stem: str = 'patch') -> ModelConfig:
     """A 2-block, 64-wide ViT with MulConv adapters and a GeM head at 28 x 28 (patch 14, or
     a conv stem of stride 4)."""
-    patch = 4 if stem == 'conv' else 14
+    patch = 14 if stem == 'patch' else 4
     return ModelConfig(
         name='tiny', system='selavpr++',
         backbone=BackboneConfig(embed_dim=64, depth=2, num_heads=2, img_size=56,

@@ -54,7 +54,7 @@ def test_resume_continues_exactly(gsv_tree, tmp_path, tiny_config):
 
 
 @pytest.mark.parametrize('freeze_bn_stats, stem', [(True, 'patch'), (False, 'patch'),
-                                                   (True, 'conv')])
+                                                   (True, 'conv'), (True, 'vgg')])
 def test_stage2_leaves_the_float_branch_unchanged(gsv_tree, tmp_path, freeze_bn_stats, stem,
                                                   tiny_config):
     torch.manual_seed(3)
@@ -104,9 +104,10 @@ def test_sequence_training_validates_and_selects(sequence_tree, tmp_path, tiny_c
     assert meta.extra['training']['epoch'] == progress['best_epoch']
 
 
-def test_a_conv_stem_trains_in_stage_1_and_stays_frozen_in_stage_2(tiny_config):
+@pytest.mark.parametrize('stem', ['conv', 'vgg'])
+def test_a_conv_stem_trains_in_stage_1_and_stays_frozen_in_stage_2(tiny_config, stem):
     from training.stage import default_trainable
-    model = build_model(tiny_config(bits=32, stem='conv'))
+    model = build_model(tiny_config(bits=32, stem=stem))
     stem = {n for n, _ in model.named_parameters() if n.startswith('backbone.patch_embed.')}
     assert stem and stem <= default_trainable(model, 'float')
     assert not stem & default_trainable(model, 'rerank')

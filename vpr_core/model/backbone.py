@@ -33,8 +33,9 @@ class DinoVisionTransformer(nn.Module):
         self.num_register_tokens = config.num_register_tokens
         self.interpolate_offset = config.interpolate_offset
         self.interpolate_antialias = config.interpolate_antialias
-        self.patch_embed = (ConvStem(config.patch_size, dim, depth=config.stem_depth)
-                            if config.stem == 'conv' else PatchEmbed(config.patch_size, dim))
+        self.patch_embed = (PatchEmbed(config.patch_size, dim) if config.stem == 'patch' else
+                            ConvStem(config.patch_size, dim, pooled=config.stem == 'vgg',
+                                     depth=config.stem_depth))
         num_patches = (config.img_size // config.patch_size) ** 2
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + 1, dim))
@@ -146,11 +147,11 @@ def check_backbone_config(config: BackboneConfig) -> None:
     if config.depth <= 0 or config.patch_size <= 0 or config.img_size % config.patch_size:
         raise ConfigError(f'backbone: depth {config.depth} must be > 0 and img_size '
                           f'{config.img_size} a multiple of patch_size {config.patch_size}')
-    if config.stem not in ('patch', 'conv'):
-        raise ConfigError(f'backbone.stem {config.stem!r} (valid: patch, conv)')
-    if config.stem == 'conv' and (config.patch_size < 2
-                                  or config.patch_size & (config.patch_size - 1)):
-        raise ConfigError(f'backbone.stem conv needs a power-of-two patch_size, got '
+    if config.stem not in ('patch', 'conv', 'vgg'):
+        raise ConfigError(f'backbone.stem {config.stem!r} (valid: patch, conv, vgg)')
+    if config.stem != 'patch' and (config.patch_size < 2
+                                   or config.patch_size & (config.patch_size - 1)):
+        raise ConfigError(f'backbone.stem {config.stem} needs a power-of-two patch_size, got '
                           f'{config.patch_size}')
     if config.stem_depth < 1:
         raise ConfigError(f'backbone.stem_depth must be >= 1, got {config.stem_depth}')
@@ -168,7 +169,7 @@ def freeze_backbone(backbone: DinoVisionTransformer, train_blocks_from: int | No
     (SuperVLAD ``--freeze_te``). Parameters whose name contains ``adapter`` are left alone, and
     so is a convolutional stem (it has no pretrained weights to keep).
     """
-    conv_stem = backbone.config.stem == 'conv'
+    conv_stem = backbone.config.stem != 'patch'
     for name, param in backbone.named_parameters():
         if 'adapter' in name or (conv_stem and name.startswith('patch_embed.')):
             continue

@@ -27,11 +27,11 @@ class BackboneConfig:
     interpolate_offset: float = 0.1
     interpolate_antialias: bool = False
     init_values: float = 1.0
-    # 'patch': the official stride-p linear patch embedding; 'conv': a trainable convolutional
-    # stem (power-of-two patch size) for backbones trained without pretrained weights.
-    stem: Literal['patch', 'conv'] = 'patch'
-    # Conv stem only: 3x3 conv layers per stride-2 stage (the first one strides).
-    stem_depth: int = 1
+    # 'patch': the official stride-p linear patch embedding; 'conv' (stride-2 convs) or 'vgg'
+    # (stem_depth stride-1 convs and a max-pool per stage): a trainable convolutional stem
+    # (power-of-two patch size) for backbones trained without pretrained weights.
+    stem: Literal['patch', 'conv', 'vgg'] = 'patch'
+    stem_depth: int = 2
     # Blocks with index >= this are trainable; None keeps the whole ViT frozen (SelaVPR++,
     # HAM-VPR). SuperVLAD trains blocks 8..11 of ViT-B (``train_blocks_from=8``).
     train_blocks_from: int | None = None

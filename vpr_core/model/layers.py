@@ -26,28 +26,35 @@ class PatchEmbed(nn.Module):
 
 
 class ConvStem(nn.Module):
-    """[B, 3, H, W] -> [B, H/p * W/p, D] by log2(p) 3x3 stride-2 conv-BN-ReLU layers and a 1x1
-    projection (Xiao et al., "Early convolutions help transformers see better", NeurIPS 2021).
+    """[B, 3, H, W] -> [B, H/p * W/p, D]: log2(p) stages that halve the resolution, then a 1x1
+    projection to D. A drop-in for :class:`PatchEmbed` where no pretrained patch embedding
+    exists; it trains even when the ViT is frozen. Stage widths double up to D (D/4, D/2, D for
+    p = 8).
 
-    A drop-in for :class:`PatchEmbed` where no pretrained patch embedding exists: the widths
-    double up to D (D/4, D/2, D for p = 8), and the stem trains even when the ViT is frozen.
-    ``depth`` > 1 adds depth - 1 stride-1 3x3 conv-BN-ReLU layers after each stride-2 one.
+    ``pooled`` False (stem ``conv``): one 3x3 stride-2 conv-BN-ReLU per stage (Xiao et al.,
+    "Early convolutions help transformers see better", NeurIPS 2021). ``pooled`` True (stem
+    ``vgg``): ``depth`` stride-1 3x3 conv-BN-ReLU layers at the stage's input resolution, then a
+    2x2 max-pool (Simonyan and Zisserman, "Very deep convolutional networks", ICLR 2015), so
+    the first layers see every input pixel.
     """
 
-    def __init__(self, patch_size: int, embed_dim: int, in_chans: int = 3,
-                 depth: int = 1) -> None:
+    def __init__(self, patch_size: int, embed_dim: int, in_chans: int = 3, *,
+                 pooled: bool = False, depth: int = 1) -> None:
         super().__init__()
-        layers = patch_size.bit_length() - 1
-        if patch_size < 2 or patch_size != 1 << layers:
+        stages = patch_size.bit_length() - 1
+        if patch_size < 2 or patch_size != 1 << stages:
             raise ValueError(f'a conv stem needs a power-of-two patch size, got {patch_size}')
         self.patch_size = patch_size
-        widths = [max(embed_dim >> (layers - 1 - i), 8) for i in range(layers)]
+        widths = [max(embed_dim >> (stages - 1 - i), 8) for i in range(stages)]
         stem, channels = [], in_chans
         for width in widths:
-            for stride in (2,) + (1,) * (depth - 1):
-                stem += [nn.Conv2d(channels, width, 3, stride=stride, padding=1, bias=False),
+            for layer in range(depth if pooled else 1):
+                stem += [nn.Conv2d(channels, width, 3, stride=1 if pooled else 2, padding=1,
+                                   bias=False),
                          nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
                 channels = width
+            if pooled:
+                stem.append(nn.MaxPool2d(2))
         self.stem = nn.Sequential(*stem)
         self.proj = nn.Conv2d(channels, embed_dim, kernel_size=1)
 

@@ -224,13 +224,16 @@ def test_conv_stem_replaces_the_patch_embedding():
         vit(torch.randn(1, 3, 30, 64))
 
 
-def test_a_deeper_conv_stem_adds_stride_1_convs_per_stage():
+def test_a_vgg_stem_convolves_every_resolution_before_pooling():
     config = BackboneConfig(embed_dim=64, depth=1, num_heads=2, img_size=64, patch_size=4,
-                            stem='conv', stem_depth=2)
+                            stem='vgg', stem_depth=2)
     vit = DinoVisionTransformer(config)
-    convs = [m for m in vit.patch_embed.stem if isinstance(m, torch.nn.Conv2d)]
+    layers = list(vit.patch_embed.stem)
+    convs = [m for m in layers if isinstance(m, torch.nn.Conv2d)]
     assert [(c.in_channels, c.out_channels, c.stride[0]) for c in convs] == \
-        [(3, 32, 2), (32, 32, 1), (32, 64, 2), (64, 64, 1)]
+        [(3, 32, 1), (32, 32, 1), (32, 64, 1), (64, 64, 1)]
+    pools = [i for i, m in enumerate(layers) if isinstance(m, torch.nn.MaxPool2d)]
+    assert pools == [6, 13]                 # after each stage's two conv-BN-ReLU layers
     assert vit.forward_features(torch.randn(2, 3, 32, 64))['x_norm_patchtokens'].shape == \
         (2, 8 * 16, 64)
     from vpr_core.errors import ConfigError
@@ -243,14 +246,15 @@ def test_conv_stem_needs_a_power_of_two_patch():
     with pytest.raises(ConfigError, match='power-of-two'):
         DinoVisionTransformer(BackboneConfig(embed_dim=64, depth=1, num_heads=2, img_size=56,
                                              patch_size=14, stem='conv'))
-    with pytest.raises(ConfigError, match='valid: patch, conv'):
+    with pytest.raises(ConfigError, match='valid: patch, conv, vgg'):
         DinoVisionTransformer(BackboneConfig(embed_dim=64, depth=1, num_heads=2, stem='hybrid'))
 
 
-def test_a_frozen_backbone_keeps_its_conv_stem_trainable():
+@pytest.mark.parametrize('stem', ['conv', 'vgg'])
+def test_a_frozen_backbone_keeps_its_conv_stem_trainable(stem):
     from vpr_core.model.backbone import freeze_backbone
     vit = DinoVisionTransformer(BackboneConfig(embed_dim=64, depth=2, num_heads=2, img_size=64,
-                                               patch_size=4, stem='conv'))
+                                               patch_size=4, stem=stem))
     freeze_backbone(vit, None)
     trainable = {n for n, p in vit.named_parameters() if p.requires_grad}
     assert trainable == {n for n, _ in vit.named_parameters() if n.startswith('patch_embed.')}

@@ -48,7 +48,7 @@ class ConvStem(nn.Module):
         widths = [max(embed_dim >> (stages - 1 - i), 8) for i in range(stages)]
         stem, channels = [], in_chans
         for width in widths:
-            for layer in range(depth if pooled else 1):
+            for _ in range(depth if pooled else 1):
                 stem += [nn.Conv2d(channels, width, 3, stride=1 if pooled else 2, padding=1,
                                    bias=False),
                          nn.BatchNorm2d(width), nn.ReLU(inplace=True)]

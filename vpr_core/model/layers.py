@@ -39,7 +39,7 @@ class ConvStem(nn.Module):
     """
 
     def __init__(self, patch_size: int, embed_dim: int, in_chans: int = 3, *,
-                 pooled: bool = False, depth: int = 1) -> None:
+                 pooled: bool = False, depth: int = 2) -> None:
         super().__init__()
         stages = patch_size.bit_length() - 1
         if patch_size < 2 or patch_size != 1 << stages:

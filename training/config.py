@@ -10,7 +10,9 @@ resolved tree is written next to the run's results. Stages:
 - ``supervlad``: SuperVLAD (k-means initialised assignment, blocks below ``train_blocks_from``
   frozen), MS loss;
 - ``ham_adapters`` / ``ham_mask``: HAM-VPR stage 1 (adapters + head) and stage 2 (mask head and
-  AMG-GeM on the frozen adapted backbone, MS loss + mask supervision).
+  AMG-GeM on the frozen adapted backbone, MS loss + mask supervision);
+- ``whiten``: no gradient steps: fit the learned whitening of a trained model's float
+  descriptor on the training places (``training.whiten``).
 """
 from __future__ import annotations
 
@@ -19,7 +21,8 @@ from typing import Literal
 
 from vpr_core.model.config import ModelConfig
 
-Stage = Literal['float', 'hashing', 'rerank', 'supervlad', 'ham_adapters', 'ham_mask']
+Stage = Literal['float', 'hashing', 'rerank', 'supervlad', 'ham_adapters', 'ham_mask',
+                'whiten']
 
 
 @dataclass(frozen=True)
@@ -159,7 +162,9 @@ class TrainConfig:
     pulls them apart); ``kaiming`` re-draws adapter convs with PyTorch's default init, so
     filters differ from the first step (meant for backbones without pretrained weights). Not
     applied when starting from ``init_from``.
-    ``time_limit_min``: stop after this many minutes (best checkpoint kept)."""
+    ``time_limit_min``: stop after this many minutes (best checkpoint kept).
+    ``whitening_shrinkage``: stage ``whiten``'s weight of the identity in the within-place
+    covariance."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
     stage: Stage = 'float'
@@ -186,3 +191,4 @@ class TrainConfig:
     run_name: str | None = None
     time_limit_min: float | None = None
     log_every: int = 10
+    whitening_shrinkage: float = 0.1

@@ -46,7 +46,10 @@ def build(cfg: TrainConfig) -> VPRModel:
             raise ConfigError('stage rerank starts from a trained float model: set '
                               'init_from=<run>/best.safetensors')
         copy_float_adapters_to_hashing(model)
-    set_trainable(model, cfg.stage, cfg.trainable)
+    if cfg.stage == 'whiten':
+        model.requires_grad_(False)          # fitted in closed form: nothing trains
+    else:
+        set_trainable(model, cfg.stage, cfg.trainable)
     if cfg.grad_checkpoint:
         logger.info('gradient checkpointing on %d modules', enable_grad_checkpointing(model))
     return model

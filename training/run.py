@@ -25,6 +25,7 @@ from training.record import RunRecord
 from training.sampler import collate_places, PlaceBatchSampler, PlaceImages
 from training.stage import train_mode
 from training.state import load_train_state, save_train_state
+from training.whiten import run_whitening
 from vpr_core.devices import select_device
 from vpr_core.model.checkpoint import save_model
 
@@ -46,6 +47,8 @@ def train(cfg: TrainConfig, run_dir: Path, resume: bool = False) -> dict:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
         cv2.setNumThreads(cfg.threads)
+    if cfg.stage == 'whiten':
+        return run_whitening(cfg, run_dir)
     device = select_device(cfg.device)
     model = factory.build(cfg).to(device)
     places = factory.places(cfg)

@@ -1,14 +1,18 @@
-"""The SuperVLAD and HAM-VPR stages run on tiny models (k-means init, mask supervision)."""
+"""The SuperVLAD and HAM-VPR stages run on tiny models (k-means init, mask supervision); the
+shipped recipes load."""
 import dataclasses
+from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 import torch
 
 from training.config import (AugmentConfig, DataConfig, KMeansConfig, SamplerConfig,
                              TrainConfig)
 from training import factory
 from training.run import train
+from vpr_core.config import load_config
 from vpr_core.model.checkpoint import load_model
 from vpr_core.model.config import (AdapterConfig, BackboneConfig, HeadConfig, ModelConfig,
                                    PreprocessConfig)
@@ -73,3 +77,25 @@ def test_ham_mask_stage_trains_only_the_head(tmp_path):
     before = fresh.state_dict()
     changed = {k for k in trained if not torch.equal(trained[k], before[k])}
     assert changed and all(k.startswith(('attention_unet.', 'amg_gem.')) for k in changed)
+
+
+RECIPES = sorted((Path(__file__).parents[2] / 'config' / 'train').glob('*.yaml'))
+
+
+@pytest.mark.parametrize('recipe', RECIPES, ids=lambda p: p.stem)
+def test_every_recipe_loads(recipe):
+    cfg = load_config(TrainConfig, recipe)
+    assert cfg.epochs > 0 and cfg.model.name
+
+
+def test_the_nordland_stages_share_one_architecture():
+    recipes = {p.stem: load_config(TrainConfig, p) for p in RECIPES if 'nordland' in p.stem}
+    float_model = recipes['nordland_float'].model
+    rerank_model = recipes['nordland_rerank'].model
+    assert dataclasses.replace(rerank_model, hashing=float_model.hashing) == float_model
+    assert recipes['nordland_whiten'].model == dataclasses.replace(rerank_model,
+                                                                   whitening=True)
+    assert recipes['nordland_rerank'].init_from == 'runs/nordland-float/best.safetensors'
+    assert recipes['nordland_whiten'].init_from == 'runs/nordland-rerank/best.safetensors'
+    model = build_model(recipes['nordland_whiten'].model)
+    assert model.outputs == 'two_branch' and model.whiten is not None

@@ -15,7 +15,8 @@ import torch.nn.functional as F
 
 from vpr_core.errors import ConfigError, UnsupportedImageError
 from vpr_core.model.config import BackboneConfig
-from vpr_core.model.layers import Block, ConvStem, init_linear_trunc_normal, PatchEmbed
+from vpr_core.model.layers import (Block, ConvStem, ImageStandardize,
+                                   init_linear_trunc_normal, PatchEmbed)
 
 
 class DinoVisionTransformer(nn.Module):
@@ -33,6 +34,7 @@ class DinoVisionTransformer(nn.Module):
         self.num_register_tokens = config.num_register_tokens
         self.interpolate_offset = config.interpolate_offset
         self.interpolate_antialias = config.interpolate_antialias
+        self.input_norm = ImageStandardize() if config.input_norm == 'image' else nn.Identity()
         self.patch_embed = (PatchEmbed(config.patch_size, dim) if config.stem == 'patch' else
                             ConvStem(config.patch_size, dim, pooled=config.stem == 'vgg',
                                      depth=config.stem_depth))
@@ -104,7 +106,7 @@ class DinoVisionTransformer(nn.Module):
         """[B, 3, H, W] (+ optional [B, N] bool masks) -> tokens [B, 1 + R + N, D]."""
         height, width = x.shape[-2:]
         self.grid_size(height, width)
-        x = self.patch_embed(x)
+        x = self.patch_embed(self.input_norm(x))
         if masks is not None:
             x = torch.where(masks.unsqueeze(-1), self.mask_token.to(x.dtype).unsqueeze(0), x)
         x = torch.cat((self.cls_token.expand(x.shape[0], -1, -1), x), dim=1)
@@ -153,6 +155,8 @@ def check_backbone_config(config: BackboneConfig) -> None:
                                    or config.patch_size & (config.patch_size - 1)):
         raise ConfigError(f'backbone.stem {config.stem} needs a power-of-two patch_size, got '
                           f'{config.patch_size}')
+    if config.input_norm not in ('none', 'image'):
+        raise ConfigError(f'backbone.input_norm {config.input_norm!r} (valid: none, image)')
     if config.stem_depth < 1:
         raise ConfigError(f'backbone.stem_depth must be >= 1, got {config.stem_depth}')
     if config.num_register_tokens < 0:

@@ -32,6 +32,10 @@ class BackboneConfig:
     # (power-of-two patch size) for backbones trained without pretrained weights.
     stem: Literal['patch', 'conv', 'vgg'] = 'patch'
     stem_depth: int = 2
+    # 'image': every image is standardised to zero mean and unit standard deviation (over
+    # its pixels and channels) before the stem, so global exposure and contrast, which differ
+    # most between seasons and times of day, never reach the network. 'none': as published.
+    input_norm: Literal['none', 'image'] = 'none'
     # Blocks with index >= this are trainable; None keeps the whole ViT frozen (SelaVPR++,
     # HAM-VPR). SuperVLAD trains blocks 8..11 of ViT-B (``train_blocks_from=8``).
     train_blocks_from: int | None = None
@@ -120,6 +124,9 @@ class ModelConfig:
     head: HeadConfig = field(default_factory=HeadConfig)
     hashing: HashingConfig = field(default_factory=HashingConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    # A learned whitening of the float descriptor (``whiten``: Linear out_dim -> out_dim, then
+    # L2), fitted in closed form by the training stage ``whiten``; identity until fitted.
+    whitening: bool = False
 
     def with_changes(self, **changes) -> 'ModelConfig':
         """Return a copy with top-level fields replaced."""

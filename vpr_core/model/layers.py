@@ -25,6 +25,20 @@ class PatchEmbed(nn.Module):
         return self.proj(x).flatten(2).transpose(1, 2)
 
 
+class ImageStandardize(nn.Module):
+    """[B, C, H, W] -> the same, each image shifted and scaled to mean 0 and standard deviation
+    1 over its pixels and channels (``eps`` keeps a blank frame finite). No parameters."""
+
+    def __init__(self, eps: float = 1e-3) -> None:
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        std = x.std(dim=(1, 2, 3), keepdim=True)
+        return (x - mean) / (std + self.eps)
+
+
 class ConvStem(nn.Module):
     """[B, 3, H, W] -> [B, H/p * W/p, D]: log2(p) stages that halve the resolution, then a 1x1
     projection to D. A drop-in for :class:`PatchEmbed` where no pretrained patch embedding

@@ -5,12 +5,14 @@ published configuration is the authors' own with ``module.`` stripped: ``backbon
 ``backbone.adapters.j.*`` / ``backbone.adapters_hashing.j.*`` or
 ``backbone.blocks.k.adapter{1,2}.*``) and the heads' children at the top level
 (``aggregation.1.p``, ``linear1``..``linear4``, ``aggregation_hashing.1.p``, ``encoder.*``,
-``attention_unet.*``, ``amg_gem.p``).
+``attention_unet.*``, ``amg_gem.p``); ours adds ``whiten.*`` (learned whitening of the float
+descriptor, when ``ModelConfig.whitening``).
 """
 from __future__ import annotations
 
 from typing import Literal
 
+import torch
 from torch import nn, Tensor
 import torch.nn.functional as F
 
@@ -58,6 +60,13 @@ class VPRModel(nn.Module):
         self.streams = tuple(name for name, part in (('float', head), ('hash', hashing))
                              if part is not None)
         self.batch_dependent = bool(head is not None and head.batch_dependent)
+        self.whiten = None
+        if config.whitening and head is not None:
+            self.whiten = nn.Linear(self.out_dim, self.out_dim)
+            with torch.no_grad():
+                self.whiten.weight.copy_(torch.eye(self.out_dim))
+                self.whiten.bias.zero_()
+            self.whiten.requires_grad_(False)
 
     def _graft(self, part: nn.Module) -> None:
         if next(part.parameters(recurse=False), None) is not None:
@@ -87,6 +96,8 @@ class VPRModel(nn.Module):
         """[B, 3, H, W] -> x_g [B, out_dim] | (z, b) | (z, b, x_g), b in {-1, +1}."""
         tokens = self.stream_tokens(images)
         x_g = self.float_head(tokens['float']) if self.float_head is not None else None
+        if self.whiten is not None:
+            x_g = F.normalize(self.whiten(x_g), p=2, dim=-1)
         if self.hashing_head is None:
             return x_g
         z, b = self.hashing_head(tokens['hash'])

@@ -259,3 +259,24 @@ def test_a_frozen_backbone_keeps_its_conv_stem_trainable(stem):
     trainable = {n for n, p in vit.named_parameters() if p.requires_grad}
     assert trainable == {n for n, _ in vit.named_parameters() if n.startswith('patch_embed.')}
     assert trainable and not vit.pos_embed.requires_grad
+
+
+def test_image_standardisation_removes_exposure_and_contrast():
+    config = BackboneConfig(embed_dim=64, depth=1, num_heads=2, img_size=64, patch_size=4,
+                            stem='vgg', input_norm='image')
+    vit = DinoVisionTransformer(config).eval()
+    images = torch.randn(2, 3, 32, 64)
+    # A darker, flatter exposure of the same frames gives the same tokens, up to the eps
+    # (1e-3) added to a standard deviation of 0.3 instead of 1.
+    tokens = vit.forward_features(images)['x_norm_patchtokens']
+    dimmed = vit.forward_features(0.3 * images - 1.5)['x_norm_patchtokens']
+    torch.testing.assert_close(dimmed, tokens, atol=1e-2, rtol=0)
+    assert torch.isfinite(vit.forward_features(torch.zeros(1, 3, 32, 64))['x_prenorm']).all()
+    assert not list(vit.input_norm.parameters())      # the state-dict layout is unchanged
+    plain = DinoVisionTransformer(dataclasses.replace(config, input_norm='none')).eval()
+    plain.load_state_dict(vit.state_dict())
+    changed = plain.forward_features(0.3 * images - 1.5)['x_norm_patchtokens']
+    assert (changed - plain.forward_features(images)['x_norm_patchtokens']).abs().max() > 0.1
+    from vpr_core.errors import ConfigError
+    with pytest.raises(ConfigError, match='valid: none, image'):
+        DinoVisionTransformer(dataclasses.replace(config, input_norm='local'))

@@ -1,0 +1,99 @@
+"""Learned whitening: the closed-form fit, and the model's whitened float descriptor."""
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vpr_core.errors import ConfigError
+from vpr_core.model.checkpoint import load_model, save_model
+from vpr_core.model.config import AdapterConfig, BackboneConfig, HeadConfig, ModelConfig, \
+    PreprocessConfig
+from vpr_core.model.factory import build_model
+from vpr_core.model.whitening import fit_whitening
+
+
+def seasons(num_places=60, dim=16, seed=0):
+    """Places that differ a little in every direction, and images of one place that differ a
+    lot along a 4-d 'season' subspace (plus a little everywhere): two images (summer,
+    winter) per place."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(num_places, dim))
+    nuisance = np.linalg.qr(rng.normal(size=(dim, 4)))[0]
+    images = centres[:, None] + 4.0 * rng.normal(size=(num_places, 2, 4)) @ nuisance.T
+    images += 0.1 * rng.normal(size=images.shape)
+    return images.reshape(-1, dim), [np.array([2 * p, 2 * p + 1]) for p in range(num_places)]
+
+
+def recall_at_1(x):
+    x = x / np.linalg.norm(x, axis=1, keepdims=True)
+    summer, winter = x[0::2], x[1::2]
+    return float(np.mean(np.argmax(winter @ summer.T, axis=1) == np.arange(len(summer))))
+
+
+def test_whitening_removes_what_changes_within_a_place():
+    x, groups = seasons()
+    weight, bias = fit_whitening(x, groups, shrinkage=0.1)
+    assert recall_at_1(x) < 0.5
+    assert recall_at_1(x @ weight.T + bias) > 0.9
+
+
+def test_the_fit_whitens_the_within_place_scatter_and_decorrelates_the_rest():
+    x, groups = seasons()
+    weight, bias = fit_whitening(x, groups, shrinkage=1e-9)
+    y = x @ weight.T + bias
+    centred = np.concatenate([y[g] - y[g].mean(axis=0) for g in groups])
+    np.testing.assert_allclose(centred.T @ centred / len(centred), np.eye(16), atol=1e-5)
+    np.testing.assert_allclose(y.mean(axis=0), 0.0, atol=1e-9)
+    total = y.T @ y / len(y)
+    np.testing.assert_allclose(total, np.diag(np.diag(total)), atol=1e-6)
+    assert np.all(np.diff(np.diag(total)) <= 1e-9)          # principal axes, largest first
+
+
+def test_bad_whitening_input_is_refused():
+    x, groups = seasons()
+    with pytest.raises(ConfigError, match='shrinkage'):
+        fit_whitening(x, groups, shrinkage=0.0)
+    with pytest.raises(ConfigError, match='two or more images'):
+        fit_whitening(x, [np.array([0])], shrinkage=0.1)
+    with pytest.raises(ConfigError, match='identical descriptors'):
+        fit_whitening(np.ones((4, 3)), [np.array([0, 1]), np.array([2, 3])])
+
+
+def tiny(**changes):
+    config = ModelConfig(
+        name='tiny', system='selavpr++',
+        backbone=BackboneConfig(embed_dim=64, depth=2, num_heads=2, img_size=56,
+                                patch_size=14),
+        adapter=AdapterConfig(kind='mulconv'), head=HeadConfig(kind='gem', out_dim=32),
+        preprocess=PreprocessConfig(train_size=(28, 28), test_size=(28, 28)))
+    return dataclasses.replace(config, **changes)
+
+
+def test_a_whitened_model_applies_the_fitted_projection_and_keeps_it_on_disk(tmp_path):
+    torch.manual_seed(0)
+    plain = build_model(tiny())
+    model = build_model(tiny(whitening=True))
+    missing = model.load_state_dict(plain.state_dict(), strict=False).missing_keys
+    assert missing == ['whiten.weight', 'whiten.bias']
+    images = torch.randn(3, 3, 28, 28)
+    raw, _ = plain.descriptors(images)
+    torch.testing.assert_close(model.descriptors(images)[0], raw)   # identity until fitted
+    weight, bias = torch.randn(32, 32), torch.randn(32)
+    with torch.no_grad():
+        model.whiten.weight.copy_(weight)
+        model.whiten.bias.copy_(bias)
+    expected = F.normalize(raw @ weight.T + bias, dim=-1)
+    torch.testing.assert_close(model.descriptors(images)[0], expected)
+    save_model(model, tmp_path / 'w.safetensors')
+    loaded = load_model(tmp_path / 'w.safetensors')
+    assert loaded.config.whitening
+    torch.testing.assert_close(loaded.descriptors(images)[0], expected)
+    assert not any(p.requires_grad for p in model.whiten.parameters())
+
+
+def test_whitening_needs_a_float_descriptor():
+    from vpr_core.model.config import HashingConfig
+    with pytest.raises(ConfigError, match='no float head'):
+        build_model(tiny(whitening=True, hashing=HashingConfig(bits=32, rerank=False)))

@@ -1,5 +1,6 @@
 """Tiny models, a tiny GSV-Cities tree and tiny index-aligned sequences made in the test."""
 import csv
+import dataclasses
 from pathlib import Path
 
 import cv2
@@ -77,3 +78,24 @@ def sequence_tree(tmp_path) -> Path:
             bgr = noisy(place_pattern(i), offset + i)[:, :, ::-1]
             cv2.imwrite(str(root / season / f'{i:05d}.png'), np.ascontiguousarray(bgr))
     return root
+
+
+@pytest.fixture
+def sequence_config(sequence_tree, tmp_path, tiny_config):
+    """Factory of a float-stage config on :func:`sequence_tree`: places 0..15 train, frames
+    16..23 validate against all 24; keyword arguments replace fields."""
+    from training.config import (AugmentConfig, DataConfig, OptimConfig, SamplerConfig,
+                                 TrainConfig, ValidationConfig)
+
+    def make(**changes) -> TrainConfig:
+        cfg = TrainConfig(
+            model=tiny_config(), stage='float', adapter_init='kaiming',
+            data=DataConfig(kind='sequence', root=str(sequence_tree), index_range=(0, 16),
+                            place_radius_frames=1, cache_images=True),
+            sampler=SamplerConfig(places_per_batch=4, images_per_place=4, shuffle=True),
+            augment=AugmentConfig(kind='photometric'), optim=OptimConfig(lr=1e-3),
+            validation=ValidationConfig(kind='sequence', root=str(sequence_tree),
+                                        index_range=(16, 24), database_range=(0, 24)),
+            epochs=2, out_dir=str(tmp_path), amp=False)
+        return dataclasses.replace(cfg, **changes)
+    return make

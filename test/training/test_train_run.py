@@ -5,8 +5,7 @@ import dataclasses
 import pytest
 import torch
 
-from training.config import (AugmentConfig, DataConfig, OptimConfig, SamplerConfig,
-                             TrainConfig, ValidationConfig)
+from training.config import AugmentConfig, DataConfig, OptimConfig, SamplerConfig, TrainConfig
 from training.run import train
 from training.stage import float_branch_state
 from vpr_core.model.checkpoint import load_model, read_metadata, save_model
@@ -85,16 +84,8 @@ def test_stage2_leaves_the_float_branch_unchanged(gsv_tree, tmp_path, freeze_bn_
     assert any(not torch.equal(hashing[k], floats[k]) for k in hashing)   # it trained
 
 
-def test_sequence_training_validates_and_selects(sequence_tree, tmp_path, tiny_config):
-    cfg = TrainConfig(
-        model=tiny_config(), stage='float', adapter_init='kaiming',
-        data=DataConfig(kind='sequence', root=str(sequence_tree), index_range=(0, 16),
-                        place_radius_frames=1, cache_images=True),
-        sampler=SamplerConfig(places_per_batch=4, images_per_place=4, shuffle=True),
-        augment=AugmentConfig(kind='photometric'), optim=OptimConfig(lr=1e-3),
-        validation=ValidationConfig(kind='sequence', root=str(sequence_tree),
-                                    index_range=(16, 24), database_range=(0, 24)),
-        epochs=2, out_dir=str(tmp_path), amp=False)
+def test_sequence_training_validates_and_selects(sequence_config, tmp_path):
+    cfg = sequence_config()
     progress = train(cfg, tmp_path / 'seq')
     rows = history(tmp_path / 'seq')
     assert all(0.0 <= float(r['val_r1']) <= 1.0 for r in rows)

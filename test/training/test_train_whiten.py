@@ -5,25 +5,15 @@ import json
 import pytest
 import torch
 
-from training.config import AugmentConfig, DataConfig, OptimConfig, SamplerConfig, \
-    TrainConfig, ValidationConfig
 from training.run import train
 from vpr_core.errors import ConfigError
 from vpr_core.model.checkpoint import load_model
 
 
 @pytest.fixture
-def trained(sequence_tree, tmp_path, tiny_config):
+def trained(sequence_config, tmp_path):
     """A float model trained for one epoch on the tiny route, and its config."""
-    cfg = TrainConfig(
-        model=tiny_config(), stage='float', adapter_init='kaiming',
-        data=DataConfig(kind='sequence', root=str(sequence_tree), index_range=(0, 16),
-                        place_radius_frames=1, cache_images=True),
-        sampler=SamplerConfig(places_per_batch=4, images_per_place=4, shuffle=True),
-        augment=AugmentConfig(kind='none'), optim=OptimConfig(lr=1e-3),
-        validation=ValidationConfig(kind='sequence', root=str(sequence_tree),
-                                    index_range=(16, 24), database_range=(0, 24)),
-        epochs=1, out_dir=str(tmp_path), amp=False)
+    cfg = sequence_config(epochs=1)
     train(cfg, tmp_path / 'float')
     return cfg, tmp_path / 'float' / 'best.safetensors'
 

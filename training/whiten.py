@@ -22,7 +22,7 @@ from training.record import RunRecord
 from vpr_core.devices import select_device
 from vpr_core.errors import ConfigError
 from vpr_core.extractor import Extractor
-from vpr_core.model.checkpoint import load_model, save_model
+from vpr_core.model.checkpoint import read_metadata, save_model
 from vpr_core.model.vpr_model import VPRModel
 from vpr_core.model.whitening import fit_whitening
 
@@ -36,7 +36,7 @@ def run_whitening(cfg: TrainConfig, run_dir: Path) -> dict:
     if not cfg.init_from:
         raise ConfigError('stage whiten starts from a trained model: set '
                           'init_from=<run>/best.safetensors')
-    built = load_model(cfg.init_from).config
+    built = read_metadata(cfg.init_from).config     # the header only; build() loads weights
     if replace(built, whitening=True) != cfg.model:
         raise ConfigError(f'init_from {cfg.init_from} holds a different architecture than '
                           f'model (only whitening may differ): {built} vs {cfg.model}')

@@ -59,12 +59,16 @@ class SamplerConfig:
     ``block_frames`` > 0 (sequences): shuffle the route in blocks of that many frames, so a
     batch draws its places from a few stretches of route (harder negatives, like the
     GSV-Cities single-city batches).
+    ``proxy_group`` > 0: from the second epoch, batches are neighbourhoods of that many
+    places that the model of the previous epoch finds alike (GPM proxy mining, see
+    ``training.sampler``).
     """
 
     places_per_batch: int = 120
     images_per_place: int = 4
     shuffle: bool = False
     block_frames: int = 0
+    proxy_group: int = 0
 
 
 @dataclass(frozen=True)

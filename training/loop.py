@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from training.config import TrainConfig
 from training.losses import HashingLoss, MultiSimilarity
+from training.sampler import ProxyBank
 from vpr_core.evaluation.datasets import EvalSet
 from vpr_core.evaluation.evaluator import EvalOptions, extract_timed, LoadedImages
 from vpr_core.evaluation.evaluator import score_descriptors
@@ -46,6 +47,12 @@ class Criterion:
                 predicted_mask.float().clamp(1e-6, 1 - 1e-6), target.to(predicted_mask))
         return loss
 
+    def embedding(self, outputs) -> torch.Tensor:
+        """The descriptor the stage's metric loss mines on (codes b for hashing stages)."""
+        if self.stage in HASH_STAGES:
+            return outputs[1]
+        return outputs[-1] if isinstance(outputs, tuple) else outputs
+
 
 class MaskCapture:
     """Keeps the output of the HAM-VPR mask network of the last forward (a forward hook)."""
@@ -61,8 +68,9 @@ class MaskCapture:
 
 def train_step(model: VPRModel, batch, criterion: Criterion, optimizer, scheduler,
                scaler, device: torch.device, amp: bool, capture: MaskCapture | None = None,
-               grad_clip: float | None = None) -> float:
-    """Forward, loss, backward, optimizer and scheduler step on one place-major batch."""
+               grad_clip: float | None = None, bank: ProxyBank | None = None) -> float:
+    """Forward, loss, backward, optimizer and scheduler step on one place-major batch;
+    ``bank`` (proxy mining) collects the batch's descriptors."""
     images, labels, masks = batch
     images, labels = images.to(device, non_blocking=True), labels.to(device)
     masks = masks.to(device) if masks is not None else None
@@ -72,7 +80,10 @@ def train_step(model: VPRModel, batch, criterion: Criterion, optimizer, schedule
     with autocast:
         outputs = model(images)
     predicted = capture.mask if capture is not None else None
-    loss = criterion(_to_float(outputs), labels, masks, predicted)
+    outputs = _to_float(outputs)
+    loss = criterion(outputs, labels, masks, predicted)
+    if bank is not None:
+        bank.add(labels, criterion.embedding(outputs))
     scaler.scale(loss).backward()
     if grad_clip:
         scaler.unscale_(optimizer)

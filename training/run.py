@@ -22,7 +22,7 @@ from training import factory
 from training.config import TrainConfig
 from training.loop import Criterion, MaskCapture, train_step
 from training.record import RunRecord
-from training.sampler import collate_places, PlaceBatchSampler, PlaceImages
+from training.sampler import collate_places, PlaceBatchSampler, PlaceImages, ProxyBank
 from training.stage import train_mode
 from training.state import load_train_state, save_train_state
 from training.whiten import run_whitening
@@ -55,7 +55,7 @@ def train(cfg: TrainConfig, run_dir: Path, resume: bool = False) -> dict:
     if cfg.stage == 'supervlad' and cfg.init_from is None and not resume:
         factory.kmeans_init(model, places, cfg, device)
     sampler = PlaceBatchSampler(places, cfg.sampler.places_per_batch, cfg.sampler.shuffle,
-                                cfg.seed, cfg.sampler.block_frames)
+                                cfg.seed, cfg.sampler.block_frames, cfg.sampler.proxy_group)
     dataset = PlaceImages(places, factory.transform(cfg, model), cfg.sampler.images_per_place,
                           factory.mask_size(model) if cfg.stage == 'ham_mask' else None)
     loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_places,
@@ -67,8 +67,9 @@ def train(cfg: TrainConfig, run_dir: Path, resume: bool = False) -> dict:
     progress = {'epoch': 0, 'best_score': None, 'best_epoch': None, 'stale': 0,
                 'seconds': 0.0}
     if resume:
-        progress = load_train_state(run_dir / 'train_state.safetensors', optimizer, scheduler,
-                                    scaler)
+        progress, proxies = load_train_state(run_dir / 'train_state.safetensors', optimizer,
+                                             scheduler, scaler)
+        sampler.set_proxies(proxies)
         record.load_history()
         model.load_state_dict(_last_weights(run_dir))
         logger.info('resuming %s after epoch %d', run_dir, progress['epoch'])
@@ -79,8 +80,11 @@ def train(cfg: TrainConfig, run_dir: Path, resume: bool = False) -> dict:
     for epoch in range(progress['epoch'] + 1, cfg.epochs + 1):
         sampler.set_epoch(epoch)
         train_mode(model, cfg.freeze_bn_stats)
+        bank = ProxyBank(places) if cfg.sampler.proxy_group else None
         losses = _epoch(model, loader, steps, criterion, optimizer, scheduler, scaler, device,
-                        cfg, capture, epoch, start)
+                        cfg, capture, epoch, start, bank)
+        proxies = bank.proxies() if bank is not None else None
+        sampler.set_proxies(proxies)
         progress['seconds'] = time.perf_counter() - start
         metrics = None
         out_of_time = _out_of_time(cfg, start)
@@ -89,7 +93,8 @@ def train(cfg: TrainConfig, run_dir: Path, resume: bool = False) -> dict:
             metrics = validation.run(model, device, cfg.validation.batch_size)
         improved = _select(progress, metrics, epoch, validation is not None)
         progress['epoch'] = epoch
-        _save(model, optimizer, scheduler, scaler, progress, record, epoch, metrics, improved)
+        _save(model, optimizer, scheduler, scaler, progress, record, epoch, metrics, improved,
+              proxies)
         record.add_epoch(epoch, losses, scheduler.get_last_lr()[0], metrics,
                          progress['seconds'])
         if out_of_time or _patience_over(cfg, progress):
@@ -101,14 +106,14 @@ def train(cfg: TrainConfig, run_dir: Path, resume: bool = False) -> dict:
 
 
 def _epoch(model, loader, steps, criterion, optimizer, scheduler, scaler, device, cfg,
-           capture, epoch, start) -> list[float]:
+           capture, epoch, start, bank) -> list[float]:
     losses = []
     bar = tqdm(total=steps, desc=f'epoch {epoch}/{cfg.epochs}', unit='step', leave=False)
     with bar:
         while len(losses) < steps:
             for batch in loader:
                 losses.append(train_step(model, batch, criterion, optimizer, scheduler, scaler,
-                                         device, cfg.amp, capture, cfg.optim.grad_clip))
+                                         device, cfg.amp, capture, cfg.optim.grad_clip, bank))
                 bar.update(1)
                 bar.set_postfix(loss=f'{np.mean(losses[-cfg.log_every:]):.4f}')
                 if len(losses) >= steps or _out_of_time(cfg, start):
@@ -144,13 +149,13 @@ def _patience_over(cfg: TrainConfig, progress: dict) -> bool:
 
 
 def _save(model, optimizer, scheduler, scaler, progress, record, epoch, metrics,
-          improved) -> None:
+          improved, proxies) -> None:
     extra = record.checkpoint_metadata(epoch, metrics)
     save_model(model, record.run_dir / 'last.safetensors', metadata=extra)
     if improved:
         save_model(model, record.run_dir / 'best.safetensors', metadata=extra)
     save_train_state(record.run_dir / 'train_state.safetensors', optimizer, scheduler, scaler,
-                     progress)
+                     progress, proxies)
 
 
 def _last_weights(run_dir: Path) -> dict:

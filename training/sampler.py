@@ -4,6 +4,12 @@ The batch sampler yields lists of ``(place, seed)`` items; the dataset draws the
 place and their augmentations from a generator seeded by ``(seed, place)``, so a batch is the
 same whatever the number of loader workers. Places of one batch that lie along a route are kept
 at least ``min_gap`` indices apart, so two places never share a frame that counts as positive.
+
+Proxy mining (``proxy_group`` > 0): once the model has described every place (one epoch), the
+batches are built from neighbourhoods of ``proxy_group`` places that look alike to it, as in
+GPM (Ali-bey et al., "Global proxy-based hard mining for visual place recognition", BMVC
+2022): a random unused place and its nearest unused places by proxy (the L2-normalised mean
+descriptor the place got in the previous epoch), so most negatives in a batch are hard ones.
 """
 from __future__ import annotations
 
@@ -26,12 +32,24 @@ class PlaceBatchSampler(Sampler):
     """
 
     def __init__(self, places: PlaceSet, places_per_batch: int, shuffle: bool,
-                 seed: int = 0, block_frames: int = 0) -> None:
+                 seed: int = 0, block_frames: int = 0, proxy_group: int = 0) -> None:
         if places_per_batch < 2:
             raise ValueError(f'places_per_batch must be >= 2, got {places_per_batch}')
+        if proxy_group < 0:
+            raise ValueError(f'proxy_group must be >= 0, got {proxy_group}')
         self.places, self.size, self.shuffle, self.seed = places, places_per_batch, shuffle, seed
         self.block_frames = block_frames if places.centres is not None else 0
+        self.proxy_group = proxy_group
+        self.neighbours: np.ndarray | None = None
         self.epoch = 0
+
+    def set_proxies(self, proxies: np.ndarray | None) -> None:
+        """Mine the next epochs' batches from ``proxies`` [num_places, D] (rows of places
+        not yet described are NaN and join no neighbourhood); None returns to plain batches."""
+        if proxies is None or not self.proxy_group:
+            self.neighbours = None
+            return
+        self.neighbours = nearest_places(proxies, self.proxy_group * 4)
 
     def set_epoch(self, epoch: int) -> None:
         """Choose the epoch whose order and image draws the next iteration gives."""
@@ -46,11 +64,32 @@ class PlaceBatchSampler(Sampler):
             blocks = self.places.centres[order] // self.block_frames
             rank = rng.permutation(int(blocks.max()) + 1)
             order = order[np.argsort(rank[blocks], kind='stable')]
+        if self.neighbours is not None:
+            order = self._neighbourhoods(order)
         for batch in self._spaced(order.tolist()):
             yield [(place, int(rng.integers(2 ** 31))) for place in batch]
 
     def __len__(self) -> int:
         return max(1, len(self.places) // self.size)
+
+    def _neighbourhoods(self, seeds: np.ndarray) -> np.ndarray:
+        """Places regrouped: each unused seed (in ``seeds`` order), then its nearest unused
+        places up to ``proxy_group`` (fewer when its neighbours are taken)."""
+        used = np.zeros(len(self.places), dtype=bool)
+        order = []
+        for seed in seeds.tolist():
+            if used[seed]:
+                continue
+            group = [seed]
+            used[seed] = True
+            for other in self.neighbours[seed].tolist():
+                if len(group) == self.proxy_group:
+                    break
+                if other >= 0 and not used[other]:
+                    group.append(other)
+                    used[other] = True
+            order.extend(group)
+        return np.asarray(order, dtype=np.int64)
 
     def _spaced(self, pending: list[int]) -> Iterator[list[int]]:
         """Fill batches in order, skipping places too close to ones already in the batch."""
@@ -65,6 +104,56 @@ class PlaceBatchSampler(Sampler):
             pending = rest
             if len(batch) >= 2:
                 yield batch
+
+
+def nearest_places(proxies: np.ndarray, count: int, chunk: int = 2048) -> np.ndarray:
+    """[N, D] proxies -> [N, count] indices of each place's most similar other places, best
+    first (-1 where there are fewer; NaN rows neither have nor are neighbours)."""
+    x = torch.as_tensor(np.asarray(proxies, dtype=np.float32))
+    valid = ~torch.isnan(x).any(dim=1)
+    x = torch.where(valid[:, None], x, torch.zeros_like(x))
+    count = min(count, len(x) - 1)
+    out = np.full((len(x), max(count, 0)), -1, dtype=np.int64)
+    if count <= 0:
+        return out
+    for start in range(0, len(x), chunk):
+        sim = x[start:start + chunk] @ x.T
+        sim[:, ~valid] = float('-inf')
+        rows = torch.arange(start, min(start + chunk, len(x)))
+        sim[rows - start, rows] = float('-inf')
+        values, index = torch.topk(sim, count, dim=1)
+        index[torch.isinf(values)] = -1
+        index[~valid[rows]] = -1
+        out[start:start + chunk] = index.numpy()
+    return out
+
+
+class ProxyBank:
+    """Running per-place sums of the training descriptors of one epoch -> proxies."""
+
+    def __init__(self, places: PlaceSet) -> None:
+        self.index = {int(label): i for i, label in enumerate(places.labels)}
+        self.sums: np.ndarray | None = None
+        self.counts = np.zeros(len(places.labels), dtype=np.int64)
+
+    def add(self, labels: torch.Tensor, descriptors: torch.Tensor) -> None:
+        """Accumulate a batch: ``labels`` [B] place labels, ``descriptors`` [B, D]."""
+        x = torch.nn.functional.normalize(descriptors.detach().float(), dim=1).cpu().numpy()
+        if self.sums is None:
+            self.sums = np.zeros((len(self.counts), x.shape[1]), dtype=np.float64)
+        rows = np.array([self.index[int(label)] for label in labels.tolist()])
+        np.add.at(self.sums, rows, x)
+        np.add.at(self.counts, rows, 1)
+
+    def proxies(self) -> np.ndarray | None:
+        """[num_places, D] L2-normalised means; NaN rows for places not seen."""
+        if self.sums is None:
+            return None
+        out = np.full(self.sums.shape, np.nan, dtype=np.float32)
+        seen = self.counts > 0
+        norms = np.linalg.norm(self.sums[seen], axis=1, keepdims=True)
+        out[seen] = self.sums[seen] / np.maximum(norms, 1e-12)
+        return out
 
 
 class PlaceImages(Dataset):

@@ -1,10 +1,12 @@
-"""Resumable training state without pickle: optimizer tensors in ``.safetensors``, the rest
-(param groups, scheduler, grad scaler, epoch, history) as JSON metadata."""
+"""Resumable training state without pickle: optimizer tensors (and the sampler's mining
+proxies) in ``.safetensors``, the rest (param groups, scheduler, grad scaler, epoch, history)
+as JSON metadata."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
@@ -14,10 +16,13 @@ from vpr_core.model.weights import atomic_write_path
 
 
 def save_train_state(path: str | Path, optimizer: torch.optim.Optimizer, scheduler,
-                     scaler, progress: dict) -> None:
-    """Write optimizer, scheduler, scaler, torch RNG and ``progress`` (JSON-able) atomically."""
+                     scaler, progress: dict, proxies: np.ndarray | None = None) -> None:
+    """Write optimizer, scheduler, scaler, torch RNG, ``progress`` (JSON-able) and the
+    sampler's ``proxies`` (when mining) atomically."""
     state = optimizer.state_dict()
     tensors = {'rng.torch': torch.get_rng_state()}
+    if proxies is not None:
+        tensors['sampler.proxies'] = torch.from_numpy(np.ascontiguousarray(proxies))
     for index, values in state['state'].items():
         for key, value in values.items():
             tensor = value if torch.is_tensor(value) else torch.tensor(value)
@@ -32,8 +37,8 @@ def save_train_state(path: str | Path, optimizer: torch.optim.Optimizer, schedul
 
 
 def load_train_state(path: str | Path, optimizer: torch.optim.Optimizer, scheduler,
-                     scaler) -> dict:
-    """Restore what :func:`save_train_state` wrote; returns ``progress``."""
+                     scaler) -> tuple[dict, np.ndarray | None]:
+    """Restore what :func:`save_train_state` wrote; returns ``(progress, proxies or None)``."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f'training state not found: {path} (resume needs a run folder '
@@ -55,4 +60,5 @@ def load_train_state(path: str | Path, optimizer: torch.optim.Optimizer, schedul
     except (KeyError, ValueError) as exc:
         raise CheckpointError(f'{path} is not a complete training state: {exc}') from exc
     torch.set_rng_state(tensors['rng.torch'])
-    return progress
+    proxies = tensors.get('sampler.proxies')
+    return progress, None if proxies is None else proxies.numpy()

@@ -8,8 +8,9 @@ at least ``min_gap`` indices apart, so two places never share a frame that count
 Proxy mining (``proxy_group`` > 0): once the model has described every place (one epoch), the
 batches are built from neighbourhoods of ``proxy_group`` places that look alike to it, as in
 GPM (Ali-bey et al., "Global proxy-based hard mining for visual place recognition", BMVC
-2022): a random unused place and its nearest unused places by proxy (the L2-normalised mean
-descriptor the place got in the previous epoch), so most negatives in a batch are hard ones.
+2022): the next unused place of the epoch's order and its nearest unused places by proxy
+(the L2-normalised mean descriptor the place got in the previous epoch), so most negatives in
+a batch are hard ones.
 """
 from __future__ import annotations
 
@@ -22,6 +23,10 @@ from torch.utils.data import Dataset, Sampler
 
 from training.augment import TrainTransform
 from training.datasets import PlaceSet
+
+# Proxy mining keeps this many candidates per place and group slot, so a neighbourhood can
+# still fill when the nearest places already joined earlier neighbourhoods.
+CANDIDATES_PER_SLOT = 4
 
 
 class PlaceBatchSampler(Sampler):
@@ -49,7 +54,7 @@ class PlaceBatchSampler(Sampler):
         if proxies is None or not self.proxy_group:
             self.neighbours = None
             return
-        self.neighbours = nearest_places(proxies, self.proxy_group * 4)
+        self.neighbours = nearest_places(proxies, self.proxy_group * CANDIDATES_PER_SLOT)
 
     def set_epoch(self, epoch: int) -> None:
         """Choose the epoch whose order and image draws the next iteration gives."""

@@ -46,7 +46,7 @@ class DinoVisionTransformer(nn.Module):
         self.blocks = nn.ModuleList(
             Block(dim, config.num_heads, config.mlp_ratio, config.ffn_layer, config.init_values)
             for _ in range(config.depth))
-        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.norm = nn.LayerNorm(dim, eps=1e-6) if config.final_norm else nn.Identity()
         self.head = nn.Identity()
         self.mask_token = nn.Parameter(torch.zeros(1, dim))
         self.init_weights()

@@ -36,6 +36,11 @@ class BackboneConfig:
     # its pixels and channels) before the stem, so global exposure and contrast, which differ
     # most between seasons and times of day, never reach the network. 'none': as published.
     input_norm: Literal['none', 'image'] = 'none'
+    # False: the heads read the tokens before the final LayerNorm (DINOv2's ``x_prenorm``) and
+    # the backbone has no ``norm`` weights. A frozen, randomly initialised LayerNorm (unit gain,
+    # zero bias) only re-standardises every token, which discards the token's magnitude that
+    # GeM pooling would otherwise use to weight locations. True: as published.
+    final_norm: bool = True
     # Blocks with index >= this are trainable; None keeps the whole ViT frozen (SelaVPR++,
     # HAM-VPR). SuperVLAD trains blocks 8..11 of ViT-B (``train_blocks_from=8``).
     train_blocks_from: int | None = None
@@ -68,6 +73,10 @@ class HeadConfig:
 
     kind: Literal['gem', 'boq', 'salad', 'supervlad', 'amg_gem', 'cls'] = 'gem'
     out_dim: int | None = None          # gem: Linear2 output (None: 2048 for D<=768 else 4096)
+    # gem: L2 over channels at every location before GeM, as published. False pools Linear1's
+    # output directly (GeM's clamp keeps its positive part), so locations with strong
+    # responses weigh more, as in HAM-VPR's AMG-GeM.
+    location_norm: bool = True
     # SuperVLAD
     clusters: int = 4
     ghost_clusters: int = 1

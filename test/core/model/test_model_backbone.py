@@ -280,3 +280,14 @@ def test_image_standardisation_removes_exposure_and_contrast():
     from vpr_core.errors import ConfigError
     with pytest.raises(ConfigError, match='valid: none, image'):
         DinoVisionTransformer(dataclasses.replace(config, input_norm='local'))
+
+
+def test_without_final_norm_the_heads_read_prenorm_tokens():
+    config = BackboneConfig(embed_dim=64, depth=2, num_heads=2, img_size=64, patch_size=4,
+                            stem='vgg', final_norm=False)
+    vit = DinoVisionTransformer(config).eval()
+    assert not any(name.startswith('norm.') for name in vit.state_dict())
+    features = vit.forward_features(torch.randn(2, 3, 32, 64))
+    torch.testing.assert_close(features['x_norm_patchtokens'], features['x_prenorm'][:, 1:])
+    normed = DinoVisionTransformer(dataclasses.replace(config, final_norm=True)).eval()
+    assert {'norm.weight', 'norm.bias'} <= normed.state_dict().keys()

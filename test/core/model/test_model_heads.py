@@ -38,6 +38,24 @@ def test_gem_head_follows_the_spec_order():
     torch.testing.assert_close(head(tokens), expected)
 
 
+def test_gem_head_without_location_norm_pools_linear1_output():
+    head = build_head('gem', 64, out_dim=32, location_norm=False)
+    with torch.no_grad():
+        head.linear1.bias.zero_()       # so scaling a token scales Linear1's output
+    published = build_head('gem', 64, out_dim=32)
+    assert head.state_dict().keys() == published.state_dict().keys()
+    tokens = random_tokens(2, 64, (3, 4))
+    scaled = Tokens(tokens.x.clone(), tokens.grid, 1)
+    scaled.x[:, 1] *= 10.0      # one location with ten times the response
+    per_token = head.linear1(tokens.x[:, 1:]).reshape(2, 3, 4, 64).permute(0, 3, 1, 2)
+    expected = F.normalize(head.linear2(gem_reference(per_token, 3.0)), dim=-1)
+    torch.testing.assert_close(head(tokens), expected)
+    # Without the per-location L2, a location's magnitude changes the descriptor.
+    published.load_state_dict(head.state_dict())
+    torch.testing.assert_close(published(scaled), published(tokens))
+    assert (head(scaled) - head(tokens)).abs().max() > 0.05
+
+
 @pytest.mark.parametrize('dim, width', [(768, 2048), (1024, 4096)])
 def test_gem_output_width(dim, width):
     head = build_head('gem', dim)

@@ -10,14 +10,13 @@ stores the mean ratio per score bin (never increasing with the score, floored at
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from vpr_core.errors import ConfigError
+from vpr_core.model.weights import atomic_write_path
 
 FORMAT = 'vpr-score-calibration-1'
 
@@ -62,12 +61,8 @@ class ScoreCalibration:
         path = Path(path)
         data = {'format': FORMAT, 'edges': list(self.edges), 'factors': list(self.factors),
                 'samples': self.samples}
-        handle, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', dir=path.parent or '.')
-        with os.fdopen(handle, 'w') as stream:
-            json.dump(data, stream, indent=2)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(tmp, path)
+        with atomic_write_path(path) as tmp:
+            tmp.write_text(json.dumps(data, indent=2))
 
     @classmethod
     def load(cls, path: str | Path) -> 'ScoreCalibration':

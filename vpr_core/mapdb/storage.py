@@ -13,7 +13,6 @@ import hashlib
 import logging
 import os
 import shutil
-import tempfile
 import uuid
 from pathlib import Path
 from typing import Callable
@@ -103,7 +102,10 @@ def write_map_dir(target: str | Path, fill: Callable[[Path], None]) -> None:
         raise MapError(f'refusing to replace {target}: it exists and is not a map directory '
                        f'(no {MANIFEST}); choose another output path')
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f'.{target.name}.tmp-', dir=target.parent))
+    # Not mkdtemp: its 0700 mode would stick to the map, which the node may run as another
+    # account to read; mkdir honours the umask.
+    tmp = target.parent / f'.{target.name}.tmp-{uuid.uuid4().hex[:12]}'
+    tmp.mkdir()
     try:
         fill(tmp)
         _fsync_path(tmp)

@@ -105,8 +105,12 @@ def atomic_write_path(path: str | os.PathLike) -> Iterator[Path]:
     # Not mkstemp: its 0600 mode would stick to the renamed file; 'x' mode honours the umask.
     tmp = path.with_name(f'.{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp')
     tmp.open('xb').close()
+    mode = tmp.stat().st_mode & 0o777
     try:
         yield tmp
+        # Some writers (safetensors' save_file) re-create the file as 0600: a map or a
+        # checkpoint must stay readable by the account that runs the node.
+        os.chmod(tmp, mode)
         with open(tmp, 'rb+') as stream:
             os.fsync(stream.fileno())
         os.replace(tmp, path)

@@ -1,5 +1,6 @@
 """Our .safetensors checkpoint: round trip, fingerprint, and errors that name the problem."""
 import json
+import os
 
 import pytest
 import torch
@@ -144,6 +145,16 @@ def test_save_is_atomic(tmp_path, monkeypatch):
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ['keep.safetensors']
     assert load_model(path).fingerprint == fingerprint
+
+
+def test_saved_checkpoint_honours_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        path = tmp_path / 'shared.safetensors'
+        save_model(tiny_model('float'), path)
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644     # safetensors alone would leave 0600
 
 
 def test_default_model_absent_says_where_to_put_it(tmp_path, monkeypatch):

@@ -1,5 +1,6 @@
 """Map storage: round trips, named errors, atomic save / replace / append, no pickle."""
 import json
+import os
 
 import numpy as np
 import pytest
@@ -93,6 +94,16 @@ def test_broken_or_newer_manifest_is_named(tmp_path, small_map):
         MapDatabase.load(tmp_path / 'map')
     with pytest.raises(MapError, match='not found'):
         MapDatabase.load(tmp_path / 'nothing')
+
+
+def test_saved_map_honours_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        make_map(clustered_descriptors(20, seed=1)[0]).save(tmp_path / 'map')
+    finally:
+        os.umask(old)
+    assert (tmp_path / 'map').stat().st_mode & 0o777 == 0o755     # mkdtemp would give 0700
+    assert all(f.stat().st_mode & 0o777 == 0o644 for f in (tmp_path / 'map').iterdir())
 
 
 def test_interrupted_save_leaves_the_previous_map_unchanged(tmp_path, monkeypatch):

@@ -105,6 +105,9 @@ class HashingConfig:
 
     bits: int = 0
     rerank: bool = True
+    # L2 over channels at every location before the hashing GeM, as published; False as
+    # ``HeadConfig.location_norm``.
+    location_norm: bool = True
 
 
 @dataclass(frozen=True)

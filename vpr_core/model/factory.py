@@ -43,7 +43,8 @@ def build_model(cfg: ModelConfig) -> VPRModel:
     head = None
     if 'float' in streams:
         head = HEADS.get(cfg.head.kind).from_config(cfg.head, backbone.embed_dim)
-    hashing = HashingHead(backbone.embed_dim, cfg.hashing.bits) if 'hash' in streams else None
+    hashing = (HashingHead(backbone.embed_dim, cfg.hashing.bits, cfg.hashing.location_norm)
+               if 'hash' in streams else None)
     if cfg.whitening and head is None:
         raise ConfigError('whitening applies to the float descriptor: the model has no float '
                           'head (hashing.rerank is false)')

@@ -41,13 +41,16 @@ class HashingHead(nn.Module):
     """Tokens -> (z [B, bits] unit norm, b [B, bits] in {-1, +1}).
 
     Children ``aggregation_hashing`` (Sequential L2Norm, GeM, Flatten), ``linear3``, ``linear4``
-    carry the names of the released checkpoints.
+    carry the names of the released checkpoints; ``location_norm=False`` puts an Identity in
+    the L2Norm's place, as in the GeM float head.
     """
 
-    def __init__(self, dim: int, bits: int) -> None:
+    def __init__(self, dim: int, bits: int, location_norm: bool = True) -> None:
         super().__init__()
         self.bits = bits
         self.aggregation_hashing = gem_pooling()
+        if not location_norm:
+            self.aggregation_hashing[0] = nn.Identity()
         self.linear3 = nn.Linear(dim, dim)
         self.linear4 = nn.Linear(dim, bits)
 

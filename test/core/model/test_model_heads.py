@@ -216,6 +216,15 @@ def test_hashing_head_codes():
     assert torch.equal(b, torch.where(expected >= 0, 1.0, -1.0))
 
 
+def test_hashing_head_without_location_norm():
+    head = HashingHead(64, 128, location_norm=False)
+    assert head.state_dict().keys() == HashingHead(64, 128).state_dict().keys()
+    tokens = random_tokens(2, 64, (2, 3))
+    grid = head.linear3(tokens.patch_grid()).permute(0, 3, 1, 2)
+    expected = F.normalize(head.linear4(gem_reference(grid, 3.0)), dim=-1)
+    torch.testing.assert_close(head(tokens)[0], expected)
+
+
 def test_unknown_head_lists_valid_names():
     with pytest.raises(ConfigError, match='amg_gem, boq, cls, gem, salad, supervlad'):
         HEADS.get('netvlad')

@@ -48,9 +48,7 @@ class HashingHead(nn.Module):
     def __init__(self, dim: int, bits: int, location_norm: bool = True) -> None:
         super().__init__()
         self.bits = bits
-        self.aggregation_hashing = gem_pooling()
-        if not location_norm:
-            self.aggregation_hashing[0] = nn.Identity()
+        self.aggregation_hashing = gem_pooling(location_norm)
         self.linear3 = nn.Linear(dim, dim)
         self.linear4 = nn.Linear(dim, bits)
 

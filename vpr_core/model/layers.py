@@ -238,9 +238,12 @@ class Flatten(nn.Module):
         return x[:, :, 0, 0]
 
 
-def gem_pooling() -> nn.Sequential:
-    """The seeds' ``Sequential(L2Norm, GeM, Flatten)``; index 1 holds ``p``."""
-    return nn.Sequential(L2Norm(), GeM(), Flatten())
+def gem_pooling(location_norm: bool = True) -> nn.Sequential:
+    """The seeds' ``Sequential(L2Norm, GeM, Flatten)``; index 1 holds ``p``.
+
+    ``location_norm=False`` puts an Identity in the L2Norm's place (same state-dict keys).
+    """
+    return nn.Sequential(L2Norm() if location_norm else nn.Identity(), GeM(), Flatten())
 
 
 def init_linear_trunc_normal(module: nn.Module) -> None:

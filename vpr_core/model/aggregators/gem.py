@@ -23,9 +23,7 @@ class SelaGeMHead(Head):
     def __init__(self, dim: int, out_dim: int, location_norm: bool = True) -> None:
         super().__init__()
         self.out_dim = out_dim
-        self.aggregation = gem_pooling()
-        if not location_norm:
-            self.aggregation[0] = nn.Identity()
+        self.aggregation = gem_pooling(location_norm)
         self.linear1 = nn.Linear(dim, dim)
         self.linear2 = nn.Linear(dim, out_dim)
 

@@ -37,9 +37,9 @@ def run_whitening(cfg: TrainConfig, run_dir: Path) -> dict:
         raise ConfigError('stage whiten starts from a trained model: set '
                           'init_from=<run>/best.safetensors')
     built = read_metadata(cfg.init_from).config     # the header only; build() loads weights
-    if replace(built, whitening=True) != cfg.model:
+    if replace(built, whitening=True, whitening_input=cfg.model.whitening_input) != cfg.model:
         raise ConfigError(f'init_from {cfg.init_from} holds a different architecture than '
-                          f'model (only whitening may differ): {built} vs {cfg.model}')
+                          f'model (only the whitening may differ): {built} vs {cfg.model}')
     device = select_device(cfg.device)
     model = factory.build(cfg).to(device).eval()
     places = factory.places(cfg)
@@ -48,7 +48,8 @@ def run_whitening(cfg: TrainConfig, run_dir: Path) -> dict:
     start = time.perf_counter()
     before = validation.run(model, device, cfg.validation.batch_size) if validation else None
     descriptors, groups = place_descriptors(model, places, device, cfg.validation.batch_size)
-    weight, bias = fit_whitening(descriptors, groups, cfg.whitening_shrinkage)
+    weight, bias = fit_whitening(descriptors, groups, cfg.whitening_shrinkage,
+                                 out_dim=model.whiten.weight.shape[0])
     set_whitening(model, weight, bias)
     after = validation.run(model, device, cfg.validation.batch_size) if validation else None
     if before is not None:
@@ -57,8 +58,8 @@ def run_whitening(cfg: TrainConfig, run_dir: Path) -> dict:
     kept = before is None or after['score'] > before['score']
     if not kept:
         logger.warning('whitening did not raise the validation score: identity kept')
-        dim = model.whiten.weight.shape[0]
-        set_whitening(model, np.eye(dim), np.zeros(dim))
+        shape = model.whiten.weight.shape
+        set_whitening(model, np.eye(*shape), np.zeros(shape[0]))
     metrics = after if kept else before
     extra = record.checkpoint_metadata(0, metrics)
     for name in ('last.safetensors', 'best.safetensors'):
@@ -75,7 +76,8 @@ def run_whitening(cfg: TrainConfig, run_dir: Path) -> dict:
 
 def place_descriptors(model: VPRModel, places: PlaceSet, device: torch.device,
                       batch_size: int) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Float descriptors of distinct training images and, per place, its rows.
+    """Whitening inputs (``VPRModel.whitening_input``: the float descriptor, or it beside
+    the hashing code) of distinct training images and, per place, its rows.
 
     A sequence place uses only its exact frames (one per traversal, ``places.leading``): the
     neighbouring frames it also trains on differ by viewpoint, and whitening that away blurs
@@ -88,10 +90,17 @@ def place_descriptors(model: VPRModel, places: PlaceSet, device: torch.device,
     for files in members:
         for path in files:
             rows.setdefault(path, len(rows))
-    extractor = Extractor(model, device=device, batch_size=batch_size, progress=True)
-    floats = extractor.extract([places.image(path) for path in rows]).floats
+    # What ``whiten`` reads, taken on the inference path itself (preprocessing, AMP).
+    inputs: list[torch.Tensor] = []
+    hook = model.whiten.register_forward_hook(
+        lambda module, args, output: inputs.append(args[0].detach().float().cpu()))
+    try:
+        Extractor(model, device=device, batch_size=batch_size, progress=True).extract(
+            [places.image(path) for path in rows])
+    finally:
+        hook.remove()
     groups = [np.array([rows[path] for path in files]) for files in members]
-    return floats, groups
+    return torch.cat(inputs).numpy(), groups
 
 
 @torch.no_grad()

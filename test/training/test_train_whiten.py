@@ -2,12 +2,18 @@
 import dataclasses
 import json
 
+import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
+from training import factory
 from training.run import train
 from vpr_core.errors import ConfigError
-from vpr_core.model.checkpoint import load_model
+from vpr_core.model.checkpoint import load_model, save_model
+from vpr_core.model.factory import build_model
+from vpr_core.model.whitening import fit_whitening
+from vpr_core.preprocess import preprocess_batch
 
 
 @pytest.fixture
@@ -66,3 +72,43 @@ def test_whitening_refuses_a_checkpoint_of_another_architecture(trained, tmp_pat
     with pytest.raises(ConfigError, match='model.whitening: true'):
         train(dataclasses.replace(whiten_config(cfg, weights), model=cfg.model),
               tmp_path / 'plain')
+
+
+def test_float_plus_hash_whitening_is_fitted_on_both_streams(sequence_config, tmp_path,
+                                                             monkeypatch):
+    """Stage whiten on a two-branch model whitens [unit x_g, z] of the exact training frames
+    down to the float width (kept here by forcing the validation scores)."""
+    from training.loop import Validation
+    scores = iter((1.0, 1.5))
+    monkeypatch.setattr(Validation, 'run', lambda self, model, device, batch_size: {
+        'recall_at': {'1': 0.5}, 'score': next(scores)})
+    cfg = sequence_config()
+    two_branch = dataclasses.replace(cfg.model, hashing=dataclasses.replace(
+        cfg.model.hashing, bits=24, rerank=True))
+    torch.manual_seed(0)
+    source = build_model(two_branch)
+    save_model(source, tmp_path / 'two_branch.safetensors')
+    whiten_cfg = dataclasses.replace(
+        cfg, stage='whiten', init_from=str(tmp_path / 'two_branch.safetensors'),
+        model=dataclasses.replace(two_branch, whitening=True, whitening_input='float+hash'))
+    train(whiten_cfg, tmp_path / 'whiten')
+    model = load_model(tmp_path / 'whiten' / 'best.safetensors')
+    assert model.whiten.weight.shape == (32, 32 + 24)
+    # The same fit from the source model's own outputs on the exact frames of every place.
+    places = factory.places(whiten_cfg)
+    frames = [files[:places.leading] for files in places.places]
+    batch = preprocess_batch([places.image(path) for files in frames for path in files],
+                             source.config.preprocess)
+    with torch.no_grad():
+        z, _, x_g = source(batch)
+    inputs = torch.cat([F.normalize(x_g, dim=-1), z], dim=-1).numpy()
+    offsets = np.cumsum([0] + [len(files) for files in frames])
+    groups = [np.arange(offsets[i], offsets[i + 1]) for i in range(len(frames))]
+    weight, bias = fit_whitening(inputs, groups, whiten_cfg.whitening_shrinkage, out_dim=32)
+    # Compared through the Gram matrix of the whitened frames: 32 images span 31 axes, so the
+    # axes beyond and the signs of all are arbitrary in either fit.
+    fitted = inputs @ model.whiten.weight.numpy().T + model.whiten.bias.numpy()
+    reference = inputs @ weight.T + bias
+    scale = np.abs(reference @ reference.T).max()
+    np.testing.assert_allclose(fitted @ fitted.T / scale, reference @ reference.T / scale,
+                               atol=1e-4)

@@ -136,9 +136,14 @@ class ModelConfig:
     head: HeadConfig = field(default_factory=HeadConfig)
     hashing: HashingConfig = field(default_factory=HashingConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
-    # A learned whitening of the float descriptor (``whiten``: Linear out_dim -> out_dim, then
-    # L2), fitted in closed form by the training stage ``whiten``; identity until fitted.
+    # A learned whitening of the float descriptor (``whiten``: Linear -> out_dim, then L2),
+    # fitted in closed form by the training stage ``whiten``; identity until fitted.
     whitening: bool = False
+    # What it whitens: the float head's descriptor (``float``: Linear out_dim -> out_dim), or,
+    # in a two-branch model, that descriptor beside the hashing branch's continuous code z,
+    # each unit-norm (``float+hash``: Linear out_dim + bits -> out_dim), so the re-rank
+    # descriptor draws on both streams. Ours, not the seeds'.
+    whitening_input: Literal['float', 'float+hash'] = 'float'
 
     def with_changes(self, **changes) -> 'ModelConfig':
         """Return a copy with top-level fields replaced."""

@@ -48,6 +48,9 @@ def build_model(cfg: ModelConfig) -> VPRModel:
     if cfg.whitening and head is None:
         raise ConfigError('whitening applies to the float descriptor: the model has no float '
                           'head (hashing.rerank is false)')
+    if cfg.whitening and cfg.whitening_input == 'float+hash' and hashing is None:
+        raise ConfigError("whitening_input 'float+hash' needs the two-branch model "
+                          '(hashing.bits > 0, hashing.rerank true)')
     return VPRModel(cfg, backbone, adapter_kind, head, hashing).eval()
 
 

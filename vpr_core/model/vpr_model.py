@@ -6,7 +6,7 @@ published configuration is the authors' own with ``module.`` stripped: ``backbon
 ``backbone.blocks.k.adapter{1,2}.*``) and the heads' children at the top level
 (``aggregation.1.p``, ``linear1``..``linear4``, ``aggregation_hashing.1.p``, ``encoder.*``,
 ``attention_unet.*``, ``amg_gem.p``); ours adds ``whiten.*`` (learned whitening of the float
-descriptor, when ``ModelConfig.whitening``).
+descriptor, or of it beside the hashing code z, when ``ModelConfig.whitening``).
 """
 from __future__ import annotations
 
@@ -62,9 +62,11 @@ class VPRModel(nn.Module):
         self.batch_dependent = bool(head is not None and head.batch_dependent)
         self.whiten = None
         if config.whitening and head is not None:
-            self.whiten = nn.Linear(self.out_dim, self.out_dim)
-            with torch.no_grad():
-                self.whiten.weight.copy_(torch.eye(self.out_dim))
+            both = config.whitening_input == 'float+hash'
+            self.whiten = nn.Linear(self.out_dim + (self.code_bits if both else 0),
+                                    self.out_dim)
+            with torch.no_grad():     # identity on the float descriptor (zeros on z)
+                self.whiten.weight.copy_(torch.eye(*self.whiten.weight.shape))
                 self.whiten.bias.zero_()
             self.whiten.requires_grad_(False)
 
@@ -96,12 +98,20 @@ class VPRModel(nn.Module):
         """[B, 3, H, W] -> x_g [B, out_dim] | (z, b) | (z, b, x_g), b in {-1, +1}."""
         tokens = self.stream_tokens(images)
         x_g = self.float_head(tokens['float']) if self.float_head is not None else None
+        z = b = None
+        if self.hashing_head is not None:
+            z, b = self.hashing_head(tokens['hash'])
         if self.whiten is not None:
-            x_g = F.normalize(self.whiten(x_g), p=2, dim=-1)
+            x_g = F.normalize(self.whiten(self.whitening_input(x_g, z)), p=2, dim=-1)
         if self.hashing_head is None:
             return x_g
-        z, b = self.hashing_head(tokens['hash'])
         return (z, b) if x_g is None else (z, b, x_g)
+
+    def whitening_input(self, x_g: Tensor, z: Tensor | None) -> Tensor:
+        """What ``whiten`` reads: x_g, or [unit x_g, z] for ``whitening_input`` float+hash."""
+        if self.config.whitening_input == 'float':
+            return x_g
+        return torch.cat([F.normalize(x_g, p=2, dim=-1), z], dim=-1)
 
     def descriptors(self, images: Tensor) -> tuple[Tensor | None, Tensor | None]:
         """[B, 3, H, W] -> (float [B, out_dim] unit norm | None, signs [B, bits] | None)."""

@@ -7,6 +7,8 @@ directions along which one place varies are shrunk, then the whitened descriptor
 onto their principal axes. The within-place covariance is shrunk towards a scaled identity:
 it is often singular (the SelaVPR++ GeM head maps a D-wide pooled vector to its output, so its
 descriptors span at most D + 1 dimensions) and is estimated from few images per place.
+Keeping only the leading axes also reduces the dimension (two streams' descriptors side by
+side back to one descriptor's width).
 """
 from __future__ import annotations
 
@@ -18,11 +20,13 @@ from vpr_core.errors import ConfigError
 
 
 def fit_whitening(descriptors: np.ndarray, groups: Sequence[np.ndarray],
-                  shrinkage: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+                  shrinkage: float = 0.1,
+                  out_dim: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """[N, d] descriptors and groups of row indices (one per place, >= 2 rows each) ->
-    ``(weight [d, d], bias [d])`` with whitened = descriptors @ weight.T + bias.
+    ``(weight [k, d], bias [k])`` with whitened = descriptors @ weight.T + bias.
 
     ``shrinkage`` in (0, 1]: weight of the scaled identity in the within-place covariance.
+    ``out_dim``: keep the first k = ``out_dim`` principal axes (default all d).
     """
     x = np.asarray(descriptors, dtype=np.float64)
     if x.ndim != 2 or not len(x):
@@ -33,6 +37,8 @@ def fit_whitening(descriptors: np.ndarray, groups: Sequence[np.ndarray],
     if not groups:
         raise ConfigError('whitening needs at least one place with two or more images')
     dim = x.shape[1]
+    if out_dim is not None and not 1 <= out_dim <= dim:
+        raise ConfigError(f'whitening out_dim must be in 1..{dim}, got {out_dim}')
     within = np.zeros((dim, dim))
     count = 0
     for group in groups:
@@ -49,5 +55,5 @@ def fit_whitening(descriptors: np.ndarray, groups: Sequence[np.ndarray],
     mean = x.mean(axis=0)
     whitened = (x - mean) @ inverse_sqrt.T
     _, axes = np.linalg.eigh(whitened.T @ whitened / len(x))
-    weight = axes[:, ::-1].T @ inverse_sqrt
+    weight = (axes[:, ::-1].T @ inverse_sqrt)[:out_dim]
     return weight, -weight @ mean

@@ -8,8 +8,8 @@ import torch.nn.functional as F
 
 from vpr_core.errors import ConfigError
 from vpr_core.model.checkpoint import load_model, save_model
-from vpr_core.model.config import AdapterConfig, BackboneConfig, HeadConfig, ModelConfig, \
-    PreprocessConfig
+from vpr_core.model.config import AdapterConfig, BackboneConfig, HashingConfig, HeadConfig, \
+    ModelConfig, PreprocessConfig
 from vpr_core.model.factory import build_model
 from vpr_core.model.whitening import fit_whitening
 
@@ -94,6 +94,46 @@ def test_a_whitened_model_applies_the_fitted_projection_and_keeps_it_on_disk(tmp
 
 
 def test_whitening_needs_a_float_descriptor():
-    from vpr_core.model.config import HashingConfig
     with pytest.raises(ConfigError, match='no float head'):
         build_model(tiny(whitening=True, hashing=HashingConfig(bits=32, rerank=False)))
+    with pytest.raises(ConfigError, match='two-branch'):
+        build_model(tiny(whitening=True, whitening_input='float+hash'))
+
+
+def test_float_plus_hash_whitening_reads_both_streams():
+    torch.manual_seed(0)
+    two_branch = dict(hashing=HashingConfig(bits=24, rerank=True))
+    plain = build_model(tiny(**two_branch))
+    model = build_model(tiny(whitening=True, whitening_input='float+hash', **two_branch))
+    assert model.load_state_dict(plain.state_dict(), strict=False).missing_keys == \
+        ['whiten.weight', 'whiten.bias']
+    assert model.whiten.weight.shape == (32, 32 + 24)
+    images = torch.randn(3, 3, 28, 28)
+    z, signs, x_g = plain(images)
+    floats, model_signs = model.descriptors(images)
+    torch.testing.assert_close(floats, F.normalize(x_g, dim=-1))    # identity until fitted
+    torch.testing.assert_close(model_signs, signs)                   # codes untouched
+    weight, bias = torch.randn(32, 56), torch.randn(32)
+    with torch.no_grad():
+        model.whiten.weight.copy_(weight)
+        model.whiten.bias.copy_(bias)
+    both = torch.cat([F.normalize(x_g, dim=-1), z], dim=-1)
+    torch.testing.assert_close(model.descriptors(images)[0],
+                               F.normalize(both @ weight.T + bias, dim=-1))
+    # The code z moves the float descriptor now: a different hashing branch, another float.
+    other = build_model(tiny(whitening=True, whitening_input='float+hash', **two_branch))
+    state = model.state_dict()
+    state['linear4.weight'] = torch.randn_like(state['linear4.weight'])
+    other.load_state_dict(state)
+    assert not torch.allclose(other.descriptors(images)[0], model.descriptors(images)[0])
+
+
+def test_whitening_can_keep_the_leading_axes_only():
+    x, groups = seasons()
+    full, full_bias = fit_whitening(x, groups, shrinkage=0.1)
+    weight, bias = fit_whitening(x, groups, shrinkage=0.1, out_dim=6)
+    assert weight.shape == (6, 16) and bias.shape == (6,)
+    np.testing.assert_allclose(weight, full[:6])
+    np.testing.assert_allclose(bias, full_bias[:6])
+    with pytest.raises(ConfigError, match='out_dim'):
+        fit_whitening(x, groups, out_dim=17)

@@ -1,0 +1,197 @@
+"""Stage-3 whitening and sequence-filter variants of a two-branch Nordland model.
+
+Claim (model card, *Whitening both streams* and *A held-out stretch of route*): whitening the
+float descriptor beside the hashing code z raises recall over whitening it alone, at the
+recipe's shrinkage; of the sequence-filter variants only narrower speeds gain, by a few
+queries (the card says why the filter keeps its speeds). The training places come
+from the stage-3 recipe (``config/train/nordland_whiten.yaml`` with ``--set`` overrides), so
+every whitening here is fitted as stage ``whiten`` fits it; the evaluation is the recipe's
+validation split, or ``--eval-range`` (winter against summer over one stretch). The model's
+own whitening is bypassed: the variants start from its float head and hashing head outputs.
+
+    .venv/bin/python bench/nordland_variants.py            # the bundled model, validation
+    .venv/bin/python bench/nordland_variants.py --weights runs/half-rerank/best.safetensors \\
+        --set data.index_range=[17,900] --set "data.exclude_ranges=[[198,252],[548,602]]" \\
+        --eval-range 905:1800                               # the card's held-out stretch
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from training import factory
+from training.config import TrainConfig
+from vpr_core.config import load_config
+from vpr_core.descriptors import Descriptors, pack_codes
+from vpr_core.evaluation.datasets import list_frames
+from vpr_core.evaluation.search import distance_matrix
+from vpr_core.extractor import Extractor
+from vpr_core.image import load_image_file
+from vpr_core.localization.sequence import sequence_score_matrix
+from vpr_core.model.whitening import fit_whitening
+
+ROOT = Path(__file__).resolve().parents[1]
+LENGTHS = (3, 5, 10)
+
+
+def head_outputs(model, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(unit float head output x_g, hashing code z) of every image, before any whitening."""
+    caught: dict[str, list[torch.Tensor]] = {'float': [], 'hash': []}
+    hooks = [model.float_head.linear2.register_forward_hook(
+                 lambda m, a, out: caught['float'].append(out.float())),
+             model.hashing_head.linear4.register_forward_hook(
+                 lambda m, a, out: caught['hash'].append(out.float()))]
+    try:
+        Extractor(model, device='cpu', batch_size=64, progress=False).extract(images)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return tuple(unit(torch.cat(caught[k]).numpy()) for k in ('float', 'hash'))
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def recalls(matrix: np.ndarray, q_index: np.ndarray, db_start: int,
+            options: dict) -> list[float]:
+    """[R@1, R@5, sequence R@1 for each of LENGTHS] of one [Q, N] distance matrix."""
+    matrix = np.asarray(matrix, dtype=np.float64)
+    top = np.argsort(matrix, axis=1)[:, :5] + db_start
+    hit = np.abs(top - q_index[:, None]) <= 1
+    out = [hit[:, 0].mean(), hit.any(axis=1).mean()]
+    for length in LENGTHS:
+        best = np.argmin(sequence_score_matrix(matrix, length, **options), axis=1) + db_start
+        out.append(np.mean(np.abs(best - q_index) <= 1))
+    return out
+
+
+def squared_l2(db: np.ndarray, queries: np.ndarray, *_) -> np.ndarray:
+    return distance_matrix(Descriptors(db, None), Descriptors(queries, None), 'float')
+
+
+def codes(z: np.ndarray) -> np.ndarray:
+    """Packed codes of continuous z, as the model takes them (sign, 0 -> +1)."""
+    return pack_codes(np.where(z >= 0, 1, -1))
+
+
+def hamming(db_z: np.ndarray, q_z: np.ndarray) -> np.ndarray:
+    return distance_matrix(Descriptors(None, codes(db_z)), Descriptors(None, codes(q_z)),
+                           'hash')
+
+
+def rerank_matrix(fill: str):
+    """`vpr evaluate`'s re-rank sequence matrix (Hamming top 100, float distances), with the
+    row's largest candidate distance elsewhere ('max'), or the earlier rule: 4 ('4')."""
+    def build(db, queries, db_z, q_z):
+        matrix = distance_matrix(Descriptors(db, codes(db_z)), Descriptors(queries, codes(q_z)),
+                                 'rerank', rerank_k=100)
+        if fill == '4':
+            candidates = np.argsort(hamming(db_z, q_z), axis=1, kind='stable')[:, :100]
+            outside = np.ones(matrix.shape, dtype=bool)
+            outside[np.arange(len(matrix))[:, None], candidates] = False
+            matrix[outside] = 4.0
+        return matrix
+    return build
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--weights', type=Path, default=None, help='two-branch checkpoint '
+                        '(default: the bundled model)')
+    parser.add_argument('--recipe', type=Path,
+                        default=ROOT / 'config' / 'train' / 'nordland_whiten.yaml')
+    parser.add_argument('--set', action='append', default=[], metavar='KEY=VALUE')
+    parser.add_argument('--eval-range', default=None, metavar='START:STOP')
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    cfg = load_config(TrainConfig, args.recipe, args.set)
+    extractor = Extractor.from_weights(args.weights, device='cpu')
+    model = extractor.model
+    if model.outputs != 'two_branch':
+        raise SystemExit('a two-branch model is needed (float head and hashing branch)')
+
+    places = factory.places(cfg)
+    members = [files[:places.leading] for files in places.places]
+    train_float, train_hash = head_outputs(
+        model, [places.image(path) for files in members for path in files])
+    sizes = np.cumsum([0] + [len(files) for files in members])
+    groups = [np.arange(sizes[i], sizes[i + 1]) for i in range(len(members))]
+
+    root = Path(cfg.validation.root)
+    seasons = {season: head_outputs(model, [load_image_file(f) for f in
+                                            list_frames(root / season)])
+               for season in (cfg.validation.database, cfg.validation.queries)}
+    if args.eval_range:
+        start, stop = (int(v) for v in args.eval_range.split(':'))
+        stretches = [(np.arange(start, stop), start, stop)]
+    else:
+        db_start, db_stop = cfg.validation.database_range
+        stretches = [(np.arange(a, b), db_start, db_stop)
+                     for a, b in cfg.validation.query_ranges]
+
+    def score(transform, matrix_fn=squared_l2, options=None) -> list[float]:
+        """Recalls over all stretches, weighted by their queries."""
+        db_f, db_z = seasons[cfg.validation.database]
+        q_f, q_z = seasons[cfg.validation.queries]
+        total, count = np.zeros(2 + len(LENGTHS)), 0
+        for q_index, d0, d1 in stretches:
+            matrix = matrix_fn(transform(db_f[d0:d1], db_z[d0:d1]),
+                               transform(q_f[q_index], q_z[q_index]), db_z[d0:d1],
+                               q_z[q_index])
+            total += np.array(recalls(matrix, q_index, d0, options or {})) * len(q_index)
+            count += len(q_index)
+        return list(total / count)
+
+    def whitened(inputs, shrinkage=cfg.whitening_shrinkage, dim=None):
+        x = inputs(train_float, train_hash)
+        weight, bias = fit_whitening(x, groups, shrinkage, out_dim=dim)
+        return lambda f, h: unit(inputs(f, h) @ weight.T + bias)
+
+    float_only = lambda f, h: f                                         # noqa: E731
+    hash_only = lambda f, h: h                                          # noqa: E731
+    both = lambda f, h: np.hstack([f, h])                               # noqa: E731
+    out_dim = train_float.shape[1]
+    recipe = cfg.whitening_shrinkage
+    rows = [('none (float head)', float_only), ('hashing code z alone', hash_only),
+            ('float and z side by side', lambda f, h: unit(both(f, h)))]
+    rows += [(f'whitened float, shrinkage {s}', whitened(float_only, shrinkage=s))
+             for s in sorted({0.1, recipe})]
+    rows += [(f'whitened float + z, shrinkage {s}', whitened(both, shrinkage=s, dim=out_dim))
+             for s in (0.05, 0.1, 0.2, 0.4, 0.8, 1.0)]
+    rows += [(f'whitened float + z, {out_dim // 2} axes, {recipe}',
+              whitened(both, dim=out_dim // 2)),
+             (f'whitened float + z, all axes, {recipe}', whitened(both))]
+    header = 'R@1    R@5    R@1+R@5  ' + '  '.join(f'seq{n:<3d}' for n in LENGTHS)
+    print(f'{len(groups)} training places; {sum(len(s[0]) for s in stretches)} queries')
+    print(f'{"stage 3 variant":40s} {header}')
+    for name, transform in rows:
+        r = score(transform)
+        print(f'{name:40s} {r[0]:.3f}  {r[1]:.3f}  {r[0] + r[1]:.3f}    '
+              + '  '.join(f'{v:.3f} ' for v in r[2:]))
+
+    chosen = whitened(both, dim=out_dim)
+    print(f'\n{f"filter on float + z, shrinkage {recipe}":40s} R@1    R@5    '
+          + '  '.join(f'seq{n:<3d}' for n in LENGTHS))
+    variants = [('as it is (speeds 0.8..1.25)', squared_l2, {}),
+                ('speeds 0.9..1.1', squared_l2, dict(velocities=(0.9, 1.0, 1.1))),
+                ('speed 1.0 only', squared_l2, dict(velocities=(1.0,)))]
+    variants += [(f'contrast window {w}', squared_l2, dict(contrast_window=w))
+                 for w in (10, 20, 50, 100, 300)]
+    variants += [('square-root distances',
+                  lambda *a: np.sqrt(np.maximum(squared_l2(*a), 0.0)), {}),
+                 ('float + Hamming fraction',
+                  lambda db, q, db_z, q_z: squared_l2(db, q) + hamming(db_z, q_z), {}),
+                 ('re-rank top 100, largest-candidate fill', rerank_matrix('max'), {}),
+                 ('re-rank top 100, fill 4', rerank_matrix('4'), {})]
+    for name, matrix_fn, options in variants:
+        r = score(chosen, matrix_fn, options)
+        print(f"{name:40s} {r[0]:.3f}  {r[1]:.3f}  " + "  ".join(f"{v:.3f} " for v in r[2:]))
+    return 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())

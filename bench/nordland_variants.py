@@ -37,15 +37,17 @@ ROOT = Path(__file__).resolve().parents[1]
 LENGTHS = (3, 5, 10)
 
 
-def head_outputs(model, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """(unit float head output x_g, hashing code z) of every image, before any whitening."""
+def head_outputs(extractor: Extractor,
+                 images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(unit float descriptor x_g, hashing code z) of every image, before any whitening."""
+    model = extractor.model
     caught: dict[str, list[torch.Tensor]] = {'float': [], 'hash': []}
-    hooks = [model.float_head.linear2.register_forward_hook(
+    hooks = [model.float_head.register_forward_hook(
                  lambda m, a, out: caught['float'].append(out.float())),
-             model.hashing_head.linear4.register_forward_hook(
-                 lambda m, a, out: caught['hash'].append(out.float()))]
+             model.hashing_head.register_forward_hook(
+                 lambda m, a, out: caught['hash'].append(out[0].float()))]
     try:
-        Extractor(model, device='cpu', batch_size=64, progress=False).extract(images)
+        extractor.extract(images)
     finally:
         for hook in hooks:
             hook.remove()
@@ -109,7 +111,7 @@ def main() -> int:
     args = parser.parse_args()
     torch.set_num_threads(1)
     cfg = load_config(TrainConfig, args.recipe, args.set)
-    extractor = Extractor.from_weights(args.weights, device='cpu')
+    extractor = Extractor.from_weights(args.weights, device='cpu', batch_size=64)
     model = extractor.model
     if model.outputs != 'two_branch':
         raise SystemExit('a two-branch model is needed (float head and hashing branch)')
@@ -117,13 +119,13 @@ def main() -> int:
     places = factory.places(cfg)
     members = [files[:places.leading] for files in places.places]
     train_float, train_hash = head_outputs(
-        model, [places.image(path) for files in members for path in files])
+        extractor, [places.image(path) for files in members for path in files])
     sizes = np.cumsum([0] + [len(files) for files in members])
     groups = [np.arange(sizes[i], sizes[i + 1]) for i in range(len(members))]
 
     root = Path(cfg.validation.root)
-    seasons = {season: head_outputs(model, [load_image_file(f) for f in
-                                            list_frames(root / season)])
+    seasons = {season: head_outputs(extractor, [load_image_file(f)
+                                                for f in list_frames(root / season)])
                for season in (cfg.validation.database, cfg.validation.queries)}
     if args.eval_range:
         start, stop = (int(v) for v in args.eval_range.split(':'))

@@ -37,11 +37,14 @@ def run_whitening(cfg: TrainConfig, run_dir: Path) -> dict:
         raise ConfigError('stage whiten starts from a trained model: set '
                           'init_from=<run>/best.safetensors')
     built = read_metadata(cfg.init_from).config     # the header only; build() loads weights
-    if replace(built, whitening=True, whitening_input=cfg.model.whitening_input) != cfg.model:
+    if replace(built, whitening=True, whitening_input=cfg.model.whitening_input,
+               whitening_strips=cfg.model.whitening_strips) != cfg.model:
         raise ConfigError(f'init_from {cfg.init_from} holds a different architecture than '
                           f'model (only the whitening may differ): {built} vs {cfg.model}')
     device = select_device(cfg.device)
     model = factory.build(cfg).to(device).eval()
+    shape = model.whiten.weight.shape
+    set_whitening(model, np.eye(*shape), np.zeros(shape[0]))   # refit: not init_from's
     places = factory.places(cfg)
     validation = factory.validation(cfg)
     record = RunRecord(run_dir, cfg)
@@ -58,7 +61,6 @@ def run_whitening(cfg: TrainConfig, run_dir: Path) -> dict:
     kept = before is None or after['score'] > before['score']
     if not kept:
         logger.warning('whitening did not raise the validation score: identity kept')
-        shape = model.whiten.weight.shape
         set_whitening(model, np.eye(*shape), np.zeros(shape[0]))
     metrics = after if kept else before
     extra = record.checkpoint_metadata(0, metrics)

@@ -112,3 +112,33 @@ def test_float_plus_hash_whitening_is_fitted_on_both_streams(sequence_config, tm
     scale = np.abs(reference @ reference.T).max()
     np.testing.assert_allclose(fitted @ fitted.T / scale, reference @ reference.T / scale,
                                atol=1e-4)
+
+
+def test_refitting_a_whitened_checkpoint_starts_from_its_unwhitened_descriptors(
+        trained, tmp_path, monkeypatch):
+    """init_from may be an already whitened model (of fewer or no strips): the score without
+    whitening is taken with the identity, and the fit is the one from the plain model."""
+    from training.loop import Validation
+    seen = []
+
+    def run(self, model, device, batch_size):
+        seen.append(torch.equal(model.whiten.bias, torch.zeros_like(model.whiten.bias)))
+        return {'recall_at': {'1': 0.5}, 'score': float(len(seen) % 2 == 0)}   # 0, then 1
+    monkeypatch.setattr(Validation, 'run', run)
+    cfg, weights = trained
+    strips = whiten_config(cfg, weights)
+    strips = dataclasses.replace(strips, model=dataclasses.replace(strips.model,
+                                                                   whitening_strips=2))
+    train(whiten_config(cfg, weights), tmp_path / 'plain')
+    train(strips, tmp_path / 'first')
+    train(dataclasses.replace(strips, init_from=str(tmp_path / 'plain' / 'best.safetensors')),
+          tmp_path / 'from_plain')
+    train(dataclasses.replace(strips, init_from=str(tmp_path / 'first' / 'best.safetensors')),
+          tmp_path / 'again')
+    assert seen[0::2] == [True] * 4                  # every "before" ran unwhitened
+    first, again, from_plain = (load_model(tmp_path / name / 'best.safetensors')
+                                for name in ('first', 'again', 'from_plain'))
+    assert first.whiten.weight.shape == (32, 3 * 32) and first.whiten.bias.any()
+    for model in (again, from_plain):
+        torch.testing.assert_close(model.whiten.weight, first.whiten.weight)
+        torch.testing.assert_close(model.whiten.bias, first.whiten.bias)

@@ -144,6 +144,13 @@ class ModelConfig:
     # each unit-norm (``float+hash``: Linear out_dim + bits -> out_dim), so the re-rank
     # descriptor draws on both streams. Ours, not the seeds'.
     whitening_input: Literal['float', 'float+hash'] = 'float'
+    # Vertical strips of the token grid that join the whitening input (0: none): each stream
+    # it reads also pools its head's map over ``whitening_strips`` bands of token columns
+    # (equal when they divide the grid width; the head's own pooling and last Linear, then
+    # L2), so the whitened descriptor keeps where things are across the view, not only what
+    # is there (regional pooling, as R-MAC's regions). Needs the GeM float head. Ours, not
+    # the seeds'.
+    whitening_strips: int = 0
 
     def with_changes(self, **changes) -> 'ModelConfig':
         """Return a copy with top-level fields replaced."""

@@ -17,6 +17,7 @@ import torch
 from vpr_core.errors import CheckpointError, ConfigError
 from vpr_core.model import aggregators  # noqa: F401  (registers the heads)
 from vpr_core.model.adapters import attach_adapters
+from vpr_core.model.aggregators.gem import SelaGeMHead
 from vpr_core.model.backbone import DinoVisionTransformer, freeze_backbone
 from vpr_core.model.config import (AdapterConfig, HashingConfig, HeadConfig, ModelConfig,
                                    PreprocessConfig)
@@ -51,6 +52,12 @@ def build_model(cfg: ModelConfig) -> VPRModel:
     if cfg.whitening and cfg.whitening_input == 'float+hash' and hashing is None:
         raise ConfigError("whitening_input 'float+hash' needs the two-branch model "
                           '(hashing.bits > 0, hashing.rerank true)')
+    if cfg.whitening_strips < 0:
+        raise ConfigError(f'whitening_strips must be >= 0, got {cfg.whitening_strips}')
+    if cfg.whitening_strips and not (cfg.whitening and isinstance(head, SelaGeMHead)):
+        raise ConfigError('whitening_strips needs model.whitening: true and the GeM float head '
+                          f'(head.kind: gem), got whitening {cfg.whitening}, head '
+                          f'{cfg.head.kind!r}')
     return VPRModel(cfg, backbone, adapter_kind, head, hashing).eval()
 
 

@@ -3,6 +3,7 @@
 The hashing stream's tokens (its own adapter stream when adapters are MulConv) go through
 Linear3 D->D per token, L2 over channels per location, its own GeM, Linear4 D->bits and L2 to a
 continuous code z; b = sign(z) with 0 -> +1 and a straight-through identity gradient.
+:meth:`HashingHead.describe` also pools vertical strips of the map (for the whitening).
 """
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import torch
 from torch import nn, Tensor
 import torch.nn.functional as F
 
-from vpr_core.model.layers import gem_pooling, Tokens
+from vpr_core.model.layers import gem_pooling, pool_strips, Tokens
 
 
 def binarize(z: Tensor) -> Tensor:
@@ -53,7 +54,17 @@ class HashingHead(nn.Module):
         self.linear4 = nn.Linear(dim, bits)
 
     def forward(self, tokens: Tokens) -> tuple[Tensor, Tensor]:
-        z = self.linear3(tokens.patch_grid()).permute(0, 3, 1, 2)
-        z = self.linear4(self.aggregation_hashing(z))
-        z = F.normalize(z, p=2, dim=-1)
-        return z, sign_ste(z)
+        z, b, _ = self.describe(tokens)
+        return z, b
+
+    def describe(self, tokens: Tokens,
+                 strips: int = 0) -> tuple[Tensor, Tensor, Tensor | None]:
+        """(z, b, the continuous code of each of ``strips`` vertical strips [B, strips, bits]
+        unit-norm | None); Linear3 runs once."""
+        x = self.linear3(tokens.patch_grid()).permute(0, 3, 1, 2)
+        z = F.normalize(self.linear4(self.aggregation_hashing(x)), p=2, dim=-1)
+        parts = None
+        if strips:
+            parts = F.normalize(self.linear4(pool_strips(self.aggregation_hashing, x, strips)),
+                                p=2, dim=-1)
+        return z, sign_ste(z), parts

@@ -246,6 +246,16 @@ def gem_pooling(location_norm: bool = True) -> nn.Sequential:
     return nn.Sequential(L2Norm() if location_norm else nn.Identity(), GeM(), Flatten())
 
 
+def pool_strips(pooling: nn.Module, fmap: Tensor, strips: int) -> Tensor:
+    """[B, C, h, w] map -> [B, strips, C]: ``pooling`` ([B, C, h, w] -> [B, C]) over each of
+    ``strips`` vertical bands of columns (``torch.tensor_split``: equal when ``strips``
+    divides w, otherwise the first bands are one column wider)."""
+    if not 1 <= strips <= fmap.shape[-1]:
+        raise ValueError(f'cannot split {fmap.shape[-1]} token columns into {strips} strips')
+    return torch.stack([pooling(band) for band in torch.tensor_split(fmap, strips, dim=-1)],
+                       dim=1)
+
+
 def init_linear_trunc_normal(module: nn.Module) -> None:
     """timm ViT init: every Linear weight trunc-normal(std .02, cut at +-2), bias 0."""
     for layer in module.modules():

@@ -6,7 +6,8 @@ published configuration is the authors' own with ``module.`` stripped: ``backbon
 ``backbone.blocks.k.adapter{1,2}.*``) and the heads' children at the top level
 (``aggregation.1.p``, ``linear1``..``linear4``, ``aggregation_hashing.1.p``, ``encoder.*``,
 ``attention_unet.*``, ``amg_gem.p``); ours adds ``whiten.*`` (learned whitening of the float
-descriptor, or of it beside the hashing code z, when ``ModelConfig.whitening``).
+descriptor, or of it beside the hashing code z, with the heads' vertical strips when
+``whitening_strips``, when ``ModelConfig.whitening``).
 """
 from __future__ import annotations
 
@@ -63,7 +64,8 @@ class VPRModel(nn.Module):
         self.whiten = None
         if config.whitening and head is not None:
             both = config.whitening_input == 'float+hash'
-            self.whiten = nn.Linear(self.out_dim + (self.code_bits if both else 0),
+            parts = 1 + config.whitening_strips
+            self.whiten = nn.Linear(parts * (self.out_dim + (self.code_bits if both else 0)),
                                     self.out_dim)
             with torch.no_grad():     # identity on the float descriptor (zeros on z)
                 self.whiten.weight.copy_(torch.eye(*self.whiten.weight.shape))
@@ -97,21 +99,36 @@ class VPRModel(nn.Module):
     def forward(self, images: Tensor) -> Tensor | tuple[Tensor, ...]:
         """[B, 3, H, W] -> x_g [B, out_dim] | (z, b) | (z, b, x_g), b in {-1, +1}."""
         tokens = self.stream_tokens(images)
-        x_g = self.float_head(tokens['float']) if self.float_head is not None else None
-        z = b = None
+        strips = self.config.whitening_strips if self.whiten is not None else 0
+        x_g = x_strips = z = b = z_strips = None
+        if self.float_head is not None:
+            if strips:
+                x_g, x_strips = self.float_head.describe(tokens['float'], strips)
+            else:
+                x_g = self.float_head(tokens['float'])
         if self.hashing_head is not None:
-            z, b = self.hashing_head(tokens['hash'])
+            z, b, z_strips = self.hashing_head.describe(tokens['hash'], strips)
         if self.whiten is not None:
-            x_g = F.normalize(self.whiten(self.whitening_input(x_g, z)), p=2, dim=-1)
+            x_g = F.normalize(self.whiten(self.whitening_input(x_g, z, x_strips, z_strips)),
+                              p=2, dim=-1)
         if self.hashing_head is None:
             return x_g
         return (z, b) if x_g is None else (z, b, x_g)
 
-    def whitening_input(self, x_g: Tensor, z: Tensor | None) -> Tensor:
-        """What ``whiten`` reads: x_g, or [unit x_g, z] for ``whitening_input`` float+hash."""
-        if self.config.whitening_input == 'float':
+    def whitening_input(self, x_g: Tensor, z: Tensor | None, x_strips: Tensor | None = None,
+                        z_strips: Tensor | None = None) -> Tensor:
+        """What ``whiten`` reads: x_g, or [unit x_g, z] for ``whitening_input`` float+hash,
+        followed by the float strips and then the hashing strips when ``whitening_strips``."""
+        if self.config.whitening_input == 'float' and x_strips is None:
             return x_g
-        return torch.cat([F.normalize(x_g, p=2, dim=-1), z], dim=-1)
+        parts = [F.normalize(x_g, p=2, dim=-1)]
+        if self.config.whitening_input == 'float+hash':
+            parts.append(z)
+        if x_strips is not None:
+            parts.append(x_strips.flatten(1))
+            if self.config.whitening_input == 'float+hash':
+                parts.append(z_strips.flatten(1))
+        return torch.cat(parts, dim=-1)
 
     def descriptors(self, images: Tensor) -> tuple[Tensor | None, Tensor | None]:
         """[B, 3, H, W] -> (float [B, out_dim] unit norm | None, signs [B, bits] | None)."""

@@ -137,3 +137,70 @@ def test_whitening_can_keep_the_leading_axes_only():
     np.testing.assert_allclose(bias, full_bias[:6])
     with pytest.raises(ConfigError, match='out_dim'):
         fit_whitening(x, groups, out_dim=17)
+
+
+def strip_code(linear_in, gem, linear_out, grid, columns):
+    """Hand-written: the head's map over ``columns``, L2 per location, GeM, Linear, L2."""
+    x = F.normalize(linear_in(grid)[:, :, columns], dim=-1)
+    pooled = x.clamp(min=1e-6).pow(gem.p).mean(dim=(1, 2)).pow(1.0 / gem.p)
+    return F.normalize(linear_out(pooled), dim=-1)
+
+
+def test_strips_join_the_whitening_input_after_both_streams():
+    torch.manual_seed(0)
+    two_branch = dict(hashing=HashingConfig(bits=24, rerank=True))
+    model = build_model(tiny(whitening=True, whitening_input='float+hash', whitening_strips=2,
+                             **two_branch))
+    plain = build_model(tiny(**two_branch))
+    assert plain.load_state_dict(model.state_dict(), strict=False) == ([], ['whiten.weight',
+                                                                            'whiten.bias'])
+    assert model.whiten.weight.shape == (32, 3 * (32 + 24))
+    images = torch.randn(3, 3, 28, 28)
+    z, signs, x_g = plain(images)
+    torch.testing.assert_close(model.descriptors(images)[1], signs)   # codes untouched
+    weight, bias = torch.randn(32, 168), torch.randn(32)
+    with torch.no_grad():
+        model.whiten.weight.copy_(weight)
+        model.whiten.bias.copy_(bias)
+        tokens = model.stream_tokens(images)
+        grid_f, grid_h = tokens['float'].patch_grid(), tokens['hash'].patch_grid()
+        assert grid_f.shape[1:3] == (2, 2)       # 28 x 28 at patch 14: one column per strip
+        float_strips = [strip_code(model.linear1, model.aggregation[1], model.linear2, grid_f,
+                                   slice(c, c + 1)) for c in range(2)]
+        hash_strips = [strip_code(model.linear3, model.aggregation_hashing[1], model.linear4,
+                                  grid_h, slice(c, c + 1)) for c in range(2)]
+        reference = torch.cat([F.normalize(x_g, dim=-1), z] + float_strips + hash_strips, -1)
+        expected = F.normalize(reference @ weight.T + bias, dim=-1)
+    torch.testing.assert_close(model.descriptors(images)[0], expected)
+
+
+def test_strips_need_the_gem_head_and_fit_the_grid():
+    with pytest.raises(ConfigError, match='whitening_strips needs'):
+        build_model(tiny(whitening_strips=2))
+    with pytest.raises(ConfigError, match='whitening_strips needs'):
+        build_model(tiny(whitening=True, whitening_strips=2,
+                         head=HeadConfig(kind='boq', out_dim=32)))
+    with pytest.raises(ConfigError, match='>= 0'):
+        build_model(tiny(whitening=True, whitening_strips=-1))
+    model = build_model(tiny(whitening=True, whitening_strips=3))   # 2 token columns
+    with pytest.raises(ValueError, match='2 token columns into 3 strips'):
+        model.descriptors(torch.randn(1, 3, 28, 28))
+
+
+def test_float_only_strips_and_uneven_bands():
+    torch.manual_seed(0)
+    model = build_model(tiny(whitening=True, whitening_strips=2,
+                             preprocess=PreprocessConfig(train_size=(28, 42),
+                                                         test_size=(28, 42))))
+    assert model.whiten.weight.shape == (32, 3 * 32)
+    images = torch.randn(2, 3, 28, 42)                           # 3 token columns: 2 + 1
+    with torch.no_grad():
+        grid = model.stream_tokens(images)['float'].patch_grid()
+        parts = [strip_code(model.linear1, model.aggregation[1], model.linear2, grid, columns)
+                 for columns in (slice(0, 2), slice(2, 3))]
+        x_g = model.float_head(model.stream_tokens(images)['float'])
+        reference = torch.cat([F.normalize(x_g, dim=-1)] + parts, -1)
+    whitening_input = []
+    model.whiten.register_forward_pre_hook(lambda module, args: whitening_input.append(args[0]))
+    model.descriptors(images)
+    torch.testing.assert_close(whitening_input[0], reference)

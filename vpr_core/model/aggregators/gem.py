@@ -5,6 +5,7 @@ location -> GeM (one learnable p, init 3, clamp 1e-6) -> Linear2 D->2048 (ViT-B)
 -> L2. Child names (``aggregation`` = Sequential(L2Norm, GeM, Flatten), ``linear1``,
 ``linear2``) are those of the released checkpoints. ``location_norm=False`` puts an Identity
 in place of the L2Norm (same state-dict keys): GeM then pools Linear1's output as it is.
+:meth:`SelaGeMHead.describe` also pools vertical strips of the map (for the whitening).
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from torch import nn, Tensor
 import torch.nn.functional as F
 
 from vpr_core.model.config import HeadConfig
-from vpr_core.model.layers import gem_pooling, Tokens
+from vpr_core.model.layers import gem_pooling, pool_strips, Tokens
 from vpr_core.model.registry import Head, HEADS
 
 
@@ -33,6 +34,14 @@ class SelaGeMHead(Head):
         return cls(dim, out_dim, config.location_norm)
 
     def forward(self, tokens: Tokens) -> Tensor:
+        return self.describe(tokens)[0]
+
+    def describe(self, tokens: Tokens, strips: int = 0) -> tuple[Tensor, Tensor | None]:
+        """(descriptor [B, out_dim], the same pooling of each of ``strips`` vertical strips
+        [B, strips, out_dim] | None), both unit-norm; Linear1 runs once."""
         x = self.linear1(tokens.patch_grid()).permute(0, 3, 1, 2)
-        x = self.linear2(self.aggregation(x))
-        return F.normalize(x, p=2, dim=-1)
+        pooled = F.normalize(self.linear2(self.aggregation(x)), p=2, dim=-1)
+        if not strips:
+            return pooled, None
+        return pooled, F.normalize(self.linear2(pool_strips(self.aggregation, x, strips)),
+                                   p=2, dim=-1)

@@ -75,7 +75,10 @@ class SamplerConfig:
 class AugmentConfig:
     """``randaugment`` (torchvision-style, ``num_ops`` at ``magnitude`` of 31 bins) or
     ``photometric`` (brightness / contrast jitter and a random shift of up to ``shift``
-    of the image size), or ``none``."""
+    of the image size), or ``none``. ``place_flip``: the probability that a place's images
+    in a batch are all mirrored left to right before augmentation, which makes a new,
+    plausible place of it (a mirror image of one view would be a wrong positive); ours, not
+    the seeds'."""
 
     kind: Literal['none', 'randaugment', 'photometric'] = 'randaugment'
     num_ops: int = 3
@@ -83,6 +86,7 @@ class AugmentConfig:
     brightness: float = 0.4
     contrast: float = 0.4
     shift: float = 0.1
+    place_flip: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -166,6 +166,7 @@ class PlaceImages(Dataset):
 
     The K images are drawn without replacement (with replacement only when a place has fewer);
     for sequences the place's exact frames come first, neighbouring frames fill the rest.
+    With ``augment.place_flip`` all K images (and masks) of a drawn place are mirrored.
     """
 
     def __init__(self, places: PlaceSet, transform: TrainTransform, images_per_place: int,
@@ -181,12 +182,19 @@ class PlaceImages(Dataset):
         rng = np.random.default_rng([seed, place])
         chosen = self._choose(place, rng)
         files = self.places.places[place]
-        images = torch.stack([self.transform(self.places.image(files[i]), rng) for i in chosen])
+        # The flip is drawn only when enabled, so runs without it draw what they always drew.
+        flip = self.transform.cfg.place_flip > 0 and rng.random() < self.transform.cfg.place_flip
+        images = torch.stack([self.transform(self._read(files[i], flip), rng) for i in chosen])
         labels = torch.full((len(chosen),), int(self.places.labels[place]), dtype=torch.int64)
         masks = None
         if self.places.masks is not None and self.mask_size is not None:
             masks = torch.stack([self._mask(self.places.masks[place][i]) for i in chosen])
+            masks = masks.flip(-1) if flip else masks
         return images, labels, masks
+
+    def _read(self, path, flip: bool) -> np.ndarray:
+        image = self.places.image(path)
+        return np.ascontiguousarray(image[:, ::-1]) if flip else image
 
     def _choose(self, place: int, rng: np.random.Generator) -> list[int]:
         count = len(self.places.places[place])

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from training.augment import rand_augment, TrainTransform
 from training import factory
@@ -122,3 +123,21 @@ def test_block_shuffle_draws_batches_from_few_stretches(sequence_tree):
     assert spread(blocked) < spread(plain)
     drawn = [p for b in blocked for p, _ in b]
     assert len(drawn) == len(set(drawn)) >= 20          # each place at most once per epoch
+
+
+def test_place_flip_mirrors_every_image_of_a_place_or_none(sequence_tree):
+    places = load_sequence_places(sequence_tree, ('summer', 'winter'), None, radius=1)
+
+    def items(place_flip):
+        transform = TrainTransform((16, 16), AugmentConfig(kind='none', place_flip=place_flip),
+                                   (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+        dataset = PlaceImages(places, transform, images_per_place=3)
+        return [dataset[(place, 7)][0] for place in range(len(places))]
+    plain, never, always, half = items(0.0), items(0.0), items(1.0), items(0.5)
+    for p in range(len(places)):
+        assert torch.equal(never[p], plain[p])
+        assert torch.equal(always[p], plain[p].flip(-1))        # the same frames, mirrored
+        assert torch.equal(half[p], plain[p]) or torch.equal(half[p], plain[p].flip(-1))
+    flipped = [not torch.equal(half[p], plain[p]) for p in range(len(places))]
+    assert 0 < sum(flipped) < len(places)                      # a draw per place
+    assert all(torch.equal(a, b) for a, b in zip(half, items(0.5)))   # seeded

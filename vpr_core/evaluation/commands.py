@@ -18,6 +18,7 @@ import logging
 import time
 from pathlib import Path
 
+from vpr_core.descriptors import RERANK_K
 from vpr_core.errors import ConfigError
 from vpr_core.evaluation.datasets import (EvalSet, load_bag_poses, load_index_aligned,
                                           load_vg_benchmark)
@@ -61,7 +62,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument('--mode', choices=MODES, default=None,
                         help='float, hash or rerank (default: float, hash for a hashing-only '
                              'model)')
-    parser.add_argument('--rerank-k', type=int, default=100, help='Hamming candidates')
+    parser.add_argument('--rerank-k', type=int, default=RERANK_K,
+                        help=f'Hamming candidates re-ranked (default {RERANK_K})')
     parser.add_argument('--sequence-length', type=int, default=None,
                         help='also report sequence-filtered recall over L frames')
     parser.add_argument('--contrast-window', type=int, default=0,

@@ -14,7 +14,7 @@ from typing import Iterator, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from vpr_core.descriptors import Descriptors
+from vpr_core.descriptors import Descriptors, RERANK_K
 from vpr_core.evaluation import baseline
 from vpr_core.bags import iter_images
 from vpr_core.evaluation.datasets import BagFrame, EvalSet, Frame
@@ -32,7 +32,7 @@ class EvalOptions:
     """How to evaluate. ``sequence_length`` None: single-frame only."""
 
     mode: Mode = 'float'
-    rerank_k: int = 100
+    rerank_k: int = RERANK_K
     recall_values: tuple[int, ...] = DEFAULT_RECALL_VALUES
     sequence_length: int | None = None
     contrast_window: int = 0

@@ -13,7 +13,7 @@ from typing import Literal
 import faiss
 import numpy as np
 
-from vpr_core.descriptors import Descriptors, unpack_codes
+from vpr_core.descriptors import Descriptors, RERANK_K, unpack_codes
 from vpr_core.errors import ConfigError
 
 Mode = Literal['float', 'hash', 'rerank']
@@ -42,7 +42,7 @@ def check_mode(mode: str, database: Descriptors) -> None:
 
 
 def rank(database: Descriptors, queries: Descriptors, mode: Mode, k: int,
-         rerank_k: int = 100, timed_queries: int = 200) -> Ranking:
+         rerank_k: int = RERANK_K, timed_queries: int = 200) -> Ranking:
     """Top-``k`` database indices of every query (``rerank``: top ``max(k, rerank_k)``).
 
     The first ``timed_queries`` queries are also searched one by one to time each stage.
@@ -81,7 +81,7 @@ def rerank(database: np.ndarray, queries: np.ndarray,
 
 
 def distance_matrix(database: Descriptors, queries: Descriptors, mode: Mode,
-                    rerank_k: int = 100) -> np.ndarray:
+                    rerank_k: int = RERANK_K) -> np.ndarray:
     """[Q, N] distances for sequence matching (lower is better).
 
     ``float``: squared L2; ``hash``: Hamming distance / bits; ``rerank``: squared L2 for the

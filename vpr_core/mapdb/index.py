@@ -16,7 +16,7 @@ from typing import Literal
 
 import numpy as np
 
-from vpr_core.descriptors import Descriptors
+from vpr_core.descriptors import Descriptors, RERANK_K
 from vpr_core.errors import ConfigError, MapError
 
 logger = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ class SearchConfig:
 
     mode: Literal['auto', 'rerank', 'binary', 'float'] = 'auto'
     top_k: int = 10
-    rerank_k: int = 100
+    rerank_k: int = RERANK_K
     index: Literal['auto', 'flat', 'hnsw', 'ivf'] = 'auto'
     approximate_from: int = 2_000_000
     hnsw_m: int = 32

@@ -214,12 +214,20 @@ def compressed_message(value: int, stamp_s: float, kind: str = 'jpeg', size=(32,
 
 
 def call(node: Node, kind, name: str, request, timeout_s: float = 10.0):
-    """Call service ``name`` from ``node`` (spun by the background executor); the response."""
-    client = node.create_client(kind, name)
+    """Call service ``name`` from ``node`` (spun by the background executor); the response.
+
+    One client per node and service, kept until the node is destroyed, so each service is
+    matched once per test instead of once per call (a lifecycle test, creating and destroying
+    a client for every call, once found change_state unavailable for 10 s right after
+    get_state had answered; the cause was not found).
+    """
+    clients = node.__dict__.setdefault('_test_clients', {})
+    if (kind, name) not in clients:
+        clients[kind, name] = node.create_client(kind, name)
+    client = clients[kind, name]
     assert client.wait_for_service(timeout_sec=timeout_s), f'service {name} not available'
     future = client.call_async(request)
     assert wait_for(future.done, timeout_s), f'service {name} did not answer'
-    node.destroy_client(client)
     return future.result()
 
 

@@ -1,13 +1,15 @@
 """Stage-3 whitening and sequence-filter variants of a two-branch Nordland model.
 
-Claim (model card, *Whitening both streams* and *A held-out stretch of route*): whitening the
-float descriptor beside the hashing code z raises recall over whitening it alone, at the
-recipe's shrinkage; of the sequence-filter variants only narrower speeds gain, by a few
+Claim (model card, *Whitening both streams*, *Vertical strips* and *A held-out stretch of
+route*): whitening the float descriptor beside the hashing code z raises recall over whitening
+it alone, at the recipe's shrinkage, and adding both heads' codes of 4 vertical strips of the
+token grid raises it again; of the sequence-filter variants only narrower speeds gain, by a few
 queries (the card says why the filter keeps its speeds). The training places come
 from the stage-3 recipe (``config/train/nordland_whiten.yaml`` with ``--set`` overrides), so
 every whitening here is fitted as stage ``whiten`` fits it; the evaluation is the recipe's
 validation split, or ``--eval-range`` (winter against summer over one stretch). The model's
-own whitening is bypassed: the variants start from its float head and hashing head outputs.
+own whitening is bypassed: the variants start from its float head and hashing head outputs
+(and their strips, from copies of the model that pool 2, 4 or 8 strips).
 
     .venv/bin/python bench/nordland_variants.py            # the bundled model, validation
     .venv/bin/python bench/nordland_variants.py --weights runs/half-rerank/best.safetensors \\
@@ -24,34 +26,45 @@ import torch
 
 from training import factory
 from training.config import TrainConfig
+from training.stage import load_matching
 from vpr_core.config import load_config
-from vpr_core.descriptors import Descriptors, pack_codes
+from vpr_core.descriptors import Descriptors, pack_codes, RERANK_K
 from vpr_core.evaluation.datasets import list_frames
 from vpr_core.evaluation.search import distance_matrix
 from vpr_core.extractor import Extractor
 from vpr_core.image import load_image_file
 from vpr_core.localization.sequence import sequence_score_matrix
+from vpr_core.model.factory import build_model
 from vpr_core.model.whitening import fit_whitening
 
 ROOT = Path(__file__).resolve().parents[1]
 LENGTHS = (3, 5, 10)
 
 
-def head_outputs(extractor: Extractor,
-                 images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """(unit float descriptor x_g, hashing code z) of every image, before any whitening."""
-    model = extractor.model
-    caught: dict[str, list[torch.Tensor]] = {'float': [], 'hash': []}
-    hooks = [model.float_head.register_forward_hook(
-                 lambda m, a, out: caught['float'].append(out.float())),
-             model.hashing_head.register_forward_hook(
-                 lambda m, a, out: caught['hash'].append(out[0].float()))]
+def whitening_inputs(extractor: Extractor, images: list[np.ndarray],
+                     strips: int) -> dict[str, np.ndarray]:
+    """Every unit-norm part of the model's whitening input, before the whitening: the float
+    descriptor x_g ('float'), the hashing code z ('hash') and, with ``strips``, the float
+    and hashing codes of each vertical strip ('float strips', 'hash strips': [N, strips,
+    dim]), taken from a copy of the model whose whitening reads that many strips."""
+    source = extractor.model
+    model = build_model(source.config.with_changes(whitening=True, whitening_input='float+hash',
+                                                   whitening_strips=strips))
+    load_matching(model, source)
+    caught: list[torch.Tensor] = []
+    hook = model.whiten.register_forward_pre_hook(
+        lambda module, args: caught.append(args[0].float()))
     try:
-        extractor.extract(images)
+        Extractor(model, device='cpu', batch_size=extractor.batch_size).extract(images)
     finally:
-        for hook in hooks:
-            hook.remove()
-    return tuple(unit(torch.cat(caught[k]).numpy()) for k in ('float', 'hash'))
+        hook.remove()
+    x = torch.cat(caught).numpy()
+    dim, bits = model.out_dim, model.code_bits
+    width = [dim, bits, strips * dim, strips * bits]
+    parts = np.split(x, np.cumsum(width)[:-1], axis=1)
+    return {'float': parts[0], 'hash': parts[1],
+            'float strips': parts[2].reshape(len(x), strips, dim),
+            'hash strips': parts[3].reshape(len(x), strips, bits)}
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -86,13 +99,13 @@ def hamming(db_z: np.ndarray, q_z: np.ndarray) -> np.ndarray:
 
 
 def rerank_matrix(fill: str):
-    """`vpr evaluate`'s re-rank sequence matrix (Hamming top 100, float distances), with the
+    """`vpr evaluate`'s re-rank sequence matrix (Hamming top K, float distances), with the
     row's largest candidate distance elsewhere ('max'), or the earlier rule: 4 ('4')."""
     def build(db, queries, db_z, q_z):
         matrix = distance_matrix(Descriptors(db, codes(db_z)), Descriptors(queries, codes(q_z)),
-                                 'rerank', rerank_k=100)
+                                 'rerank')
         if fill == '4':
-            candidates = np.argsort(hamming(db_z, q_z), axis=1, kind='stable')[:, :100]
+            candidates = np.argsort(hamming(db_z, q_z), axis=1, kind='stable')[:, :RERANK_K]
             outside = np.ones(matrix.shape, dtype=bool)
             outside[np.arange(len(matrix))[:, None], candidates] = False
             matrix[outside] = 4.0
@@ -118,15 +131,21 @@ def main() -> int:
 
     places = factory.places(cfg)
     members = [files[:places.leading] for files in places.places]
-    train_float, train_hash = head_outputs(
-        extractor, [places.image(path) for files in members for path in files])
+    train_images = [places.image(path) for files in members for path in files]
     sizes = np.cumsum([0] + [len(files) for files in members])
     groups = [np.arange(sizes[i], sizes[i + 1]) for i in range(len(members))]
-
     root = Path(cfg.validation.root)
-    seasons = {season: head_outputs(extractor, [load_image_file(f)
-                                                for f in list_frames(root / season)])
-               for season in (cfg.validation.database, cfg.validation.queries)}
+    season_images = {season: [load_image_file(f) for f in list_frames(root / season)]
+                     for season in (cfg.validation.database, cfg.validation.queries)}
+    recipe_strips = cfg.model.whitening_strips
+    strip_counts = sorted({2, 4, 8, recipe_strips} - {0})
+    train, seasons = {}, {season: {} for season in season_images}
+    for count in strip_counts:              # every part of every image, per strip count
+        for key, value in whitening_inputs(extractor, train_images, count).items():
+            train[key if 'strips' not in key else (key, count)] = value
+        for season, images in season_images.items():
+            for key, value in whitening_inputs(extractor, images, count).items():
+                seasons[season][key if 'strips' not in key else (key, count)] = value
     if args.eval_range:
         start, stop = (int(v) for v in args.eval_range.split(':'))
         stretches = [(np.arange(start, stop), start, stop)]
@@ -137,36 +156,44 @@ def main() -> int:
 
     def score(transform, matrix_fn=squared_l2, options=None) -> list[float]:
         """Recalls over all stretches, weighted by their queries."""
-        db_f, db_z = seasons[cfg.validation.database]
-        q_f, q_z = seasons[cfg.validation.queries]
+        db, queries = seasons[cfg.validation.database], seasons[cfg.validation.queries]
         total, count = np.zeros(2 + len(LENGTHS)), 0
         for q_index, d0, d1 in stretches:
-            matrix = matrix_fn(transform(db_f[d0:d1], db_z[d0:d1]),
-                               transform(q_f[q_index], q_z[q_index]), db_z[d0:d1],
-                               q_z[q_index])
+            db_part = {k: v[d0:d1] for k, v in db.items()}
+            q_part = {k: v[q_index] for k, v in queries.items()}
+            matrix = matrix_fn(transform(db_part), transform(q_part), db_part['hash'],
+                               q_part['hash'])
             total += np.array(recalls(matrix, q_index, d0, options or {})) * len(q_index)
             count += len(q_index)
         return list(total / count)
 
-    def whitened(inputs, shrinkage=cfg.whitening_shrinkage, dim=None):
-        x = inputs(train_float, train_hash)
-        weight, bias = fit_whitening(x, groups, shrinkage, out_dim=dim)
-        return lambda f, h: unit(inputs(f, h) @ weight.T + bias)
+    def stacked(keys):
+        """parts -> [N, d]: the named parts side by side (strips flattened)."""
+        return lambda parts: np.hstack([parts[k].reshape(len(parts[k]), -1) for k in keys])
 
-    float_only = lambda f, h: f                                         # noqa: E731
-    hash_only = lambda f, h: h                                          # noqa: E731
-    both = lambda f, h: np.hstack([f, h])                               # noqa: E731
-    out_dim = train_float.shape[1]
+    def whitened(keys, shrinkage=cfg.whitening_shrinkage, dim=None):
+        inputs = stacked(keys)
+        weight, bias = fit_whitening(inputs(train), groups, shrinkage, out_dim=dim)
+        return lambda parts: unit(inputs(parts) @ weight.T + bias)
+
+    both = ['float', 'hash']
+    out_dim = train['float'].shape[1]
     recipe = cfg.whitening_shrinkage
-    rows = [('none (float head)', float_only), ('hashing code z alone', hash_only),
-            ('float and z side by side', lambda f, h: unit(both(f, h)))]
-    rows += [(f'whitened float, shrinkage {s}', whitened(float_only, shrinkage=s))
+    rows = [('none (float head)', lambda parts: parts['float']),
+            ('hashing code z alone', lambda parts: parts['hash']),
+            ('float and z side by side', lambda parts: unit(stacked(both)(parts)))]
+    rows += [(f'whitened float, shrinkage {s}', whitened(['float'], shrinkage=s))
              for s in sorted({0.1, recipe})]
     rows += [(f'whitened float + z, shrinkage {s}', whitened(both, shrinkage=s, dim=out_dim))
              for s in (0.05, 0.1, 0.2, 0.4, 0.8, 1.0)]
     rows += [(f'whitened float + z, {out_dim // 2} axes, {recipe}',
               whitened(both, dim=out_dim // 2)),
              (f'whitened float + z, all axes, {recipe}', whitened(both))]
+    rows += [(f'float + z + {n} strips each, {recipe}',
+              whitened(both + [('float strips', n), ('hash strips', n)], dim=out_dim))
+             for n in strip_counts]
+    rows += [(f'float + z + 4 float strips, {recipe}',
+              whitened(both + [('float strips', 4)], dim=out_dim))]
     header = 'R@1    R@5    R@1+R@5  ' + '  '.join(f'seq{n:<3d}' for n in LENGTHS)
     print(f'{len(groups)} training places; {sum(len(s[0]) for s in stretches)} queries')
     print(f'{"stage 3 variant":40s} {header}')
@@ -175,8 +202,9 @@ def main() -> int:
         print(f'{name:40s} {r[0]:.3f}  {r[1]:.3f}  {r[0] + r[1]:.3f}    '
               + '  '.join(f'{v:.3f} ' for v in r[2:]))
 
-    chosen = whitened(both, dim=out_dim)
-    print(f'\n{f"filter on float + z, shrinkage {recipe}":40s} R@1    R@5    '
+    chosen = whitened(both + ([('float strips', recipe_strips), ('hash strips', recipe_strips)]
+                              if recipe_strips else []), dim=out_dim)
+    print(f'\n{f"filter on the recipe, shrinkage {recipe}":40s} R@1    R@5    '
           + '  '.join(f'seq{n:<3d}' for n in LENGTHS))
     variants = [('as it is (speeds 0.8..1.25)', squared_l2, {}),
                 ('speeds 0.9..1.1', squared_l2, dict(velocities=(0.9, 1.0, 1.1))),
@@ -187,8 +215,8 @@ def main() -> int:
                   lambda *a: np.sqrt(np.maximum(squared_l2(*a), 0.0)), {}),
                  ('float + Hamming fraction',
                   lambda db, q, db_z, q_z: squared_l2(db, q) + hamming(db_z, q_z), {}),
-                 ('re-rank top 100, largest-candidate fill', rerank_matrix('max'), {}),
-                 ('re-rank top 100, fill 4', rerank_matrix('4'), {})]
+                 (f're-rank top {RERANK_K}, largest-candidate fill', rerank_matrix('max'), {}),
+                 (f're-rank top {RERANK_K}, fill 4', rerank_matrix('4'), {})]
     for name, matrix_fn, options in variants:
         r = score(chosen, matrix_fn, options)
         print(f"{name:40s} {r[0]:.3f}  {r[1]:.3f}  " + "  ".join(f"{v:.3f} " for v in r[2:]))

@@ -94,7 +94,7 @@ def test_the_nordland_stages_share_one_architecture():
     rerank_model = recipes['nordland_rerank'].model
     assert dataclasses.replace(rerank_model, hashing=float_model.hashing) == float_model
     assert recipes['nordland_whiten'].model == dataclasses.replace(
-        rerank_model, whitening=True, whitening_input='float+hash')
+        rerank_model, whitening=True, whitening_input='float+hash', whitening_strips=4)
     assert recipes['nordland_rerank'].init_from == 'runs/nordland-float/best.safetensors'
     assert recipes['nordland_whiten'].init_from == 'runs/nordland-rerank/best.safetensors'
     model = build_model(recipes['nordland_whiten'].model)

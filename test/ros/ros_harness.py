@@ -3,6 +3,7 @@ stand-in pipeline with the vpr_core ``process`` contract."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+import os
 import threading
 import time
 from typing import Any, Callable
@@ -214,21 +215,21 @@ def compressed_message(value: int, stamp_s: float, kind: str = 'jpeg', size=(32,
 
 
 def call(node: Node, kind, name: str, request, timeout_s: float = 10.0):
-    """Call service ``name`` from ``node`` (spun by the background executor); the response.
-
-    One client per node and service, kept until the node is destroyed, so each service is
-    matched once per test instead of once per call (a lifecycle test, creating and destroying
-    a client for every call, once found change_state unavailable for 10 s right after
-    get_state had answered; the cause was not found).
-    """
-    clients = node.__dict__.setdefault('_test_clients', {})
-    if (kind, name) not in clients:
-        clients[kind, name] = node.create_client(kind, name)
-    client = clients[kind, name]
-    assert client.wait_for_service(timeout_sec=timeout_s), f'service {name} not available'
+    """Call service ``name`` from ``node`` (spun by the background executor); the response."""
+    client = node.create_client(kind, name)
+    assert client.wait_for_service(timeout_sec=timeout_s), \
+        f'service {name} not available; {graph_report(node)}'
     future = client.call_async(request)
     assert wait_for(future.done, timeout_s), f'service {name} did not answer'
+    node.destroy_client(client)
     return future.result()
+
+
+def graph_report(node: Node) -> str:
+    """The DDS domain and the nodes this node sees: a service that drops out of the graph
+    is diagnosed by who else shares the domain (a rare lifecycle-test failure)."""
+    names = sorted(f'{ns.rstrip("/")}/{name}' for name, ns in node.get_node_names_and_namespaces())
+    return f'ROS_DOMAIN_ID={os.environ.get("ROS_DOMAIN_ID")}, nodes seen: {names}'
 
 
 def write_image_bag(path, storage: str = 'mcap', count: int = 10, period_s: float = 0.1,

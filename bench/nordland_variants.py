@@ -9,7 +9,7 @@ from the stage-3 recipe (``config/train/nordland_whiten.yaml`` with ``--set`` ov
 every whitening here is fitted as stage ``whiten`` fits it; the evaluation is the recipe's
 validation split, or ``--eval-range`` (winter against summer over one stretch). The model's
 own whitening is bypassed: the variants start from its float head and hashing head outputs
-(and their strips, from copies of the model that pool 2, 4 or 8 strips).
+and their codes of 2, 4 or 8 vertical strips, all pooled from one pass over the images.
 
     .venv/bin/python bench/nordland_variants.py            # the bundled model, validation
     .venv/bin/python bench/nordland_variants.py --weights runs/half-rerank/best.safetensors \\
@@ -26,7 +26,6 @@ import torch
 
 from training import factory
 from training.config import TrainConfig
-from training.stage import load_matching
 from vpr_core.config import load_config
 from vpr_core.descriptors import Descriptors, pack_codes, RERANK_K
 from vpr_core.evaluation.datasets import list_frames
@@ -34,7 +33,7 @@ from vpr_core.evaluation.search import distance_matrix
 from vpr_core.extractor import Extractor
 from vpr_core.image import load_image_file
 from vpr_core.localization.sequence import sequence_score_matrix
-from vpr_core.model.factory import build_model
+from vpr_core.model.layers import pooled_codes
 from vpr_core.model.whitening import fit_whitening
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,29 +41,34 @@ LENGTHS = (3, 5, 10)
 
 
 def whitening_inputs(extractor: Extractor, images: list[np.ndarray],
-                     strips: int) -> dict[str, np.ndarray]:
-    """Every unit-norm part of the model's whitening input, before the whitening: the float
-    descriptor x_g ('float'), the hashing code z ('hash') and, with ``strips``, the float
-    and hashing codes of each vertical strip ('float strips', 'hash strips': [N, strips,
-    dim]), taken from a copy of the model whose whitening reads that many strips."""
-    source = extractor.model
-    model = build_model(source.config.with_changes(whitening=True, whitening_input='float+hash',
-                                                   whitening_strips=strips))
-    load_matching(model, source)
-    caught: list[torch.Tensor] = []
-    hook = model.whiten.register_forward_pre_hook(
-        lambda module, args: caught.append(args[0].float()))
+                     strip_counts: list[int]) -> dict:
+    """Every unit-norm part of a whitening input, before any whitening: the float descriptor
+    x_g ('float'), the hashing code z ('hash') and, for each count n, the float and hashing
+    codes of n vertical strips (('float strips', n), ('hash strips', n): [N, n, dim]). The
+    heads' maps (Linear1 and Linear3 outputs) are taken in one pass and pooled here as the
+    heads pool them."""
+    model = extractor.model
+    maps: dict[str, list[torch.Tensor]] = {'float': [], 'hash': []}
+    hooks = [model.linear1.register_forward_hook(
+                 lambda m, a, out: maps['float'].append(out.float())),
+             model.linear3.register_forward_hook(
+                 lambda m, a, out: maps['hash'].append(out.float()))]
     try:
-        Extractor(model, device='cpu', batch_size=extractor.batch_size).extract(images)
+        extractor.extract(images)
     finally:
-        hook.remove()
-    x = torch.cat(caught).numpy()
-    dim, bits = model.out_dim, model.code_bits
-    width = [dim, bits, strips * dim, strips * bits]
-    parts = np.split(x, np.cumsum(width)[:-1], axis=1)
-    return {'float': parts[0], 'hash': parts[1],
-            'float strips': parts[2].reshape(len(x), strips, dim),
-            'hash strips': parts[3].reshape(len(x), strips, bits)}
+        for hook in hooks:
+            hook.remove()
+    heads = {'float': (model.aggregation, model.linear2),
+             'hash': (model.aggregation_hashing, model.linear4)}
+    parts = {}
+    with torch.no_grad():
+        for stream, (pooling, linear) in heads.items():
+            fmap = torch.cat(maps[stream]).permute(0, 3, 1, 2)
+            parts[stream] = pooled_codes(fmap, pooling, linear)[0].numpy()
+            for count in strip_counts:
+                parts[stream + ' strips', count] = pooled_codes(fmap, pooling, linear,
+                                                                count)[1].numpy()
+    return parts
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -98,14 +102,15 @@ def hamming(db_z: np.ndarray, q_z: np.ndarray) -> np.ndarray:
                            'hash')
 
 
-def rerank_matrix(fill: str):
-    """`vpr evaluate`'s re-rank sequence matrix (Hamming top K, float distances), with the
-    row's largest candidate distance elsewhere ('max'), or the earlier rule: 4 ('4')."""
+def rerank_matrix(fill: str, depth: int = RERANK_K):
+    """`vpr evaluate`'s re-rank sequence matrix (Hamming top ``depth``, float distances), with
+    the row's largest candidate distance elsewhere ('max'), or the earlier rule: 4 ('4'). Each
+    row's order is the re-rank's single-frame ranking (the table's R@1 and R@5)."""
     def build(db, queries, db_z, q_z):
         matrix = distance_matrix(Descriptors(db, codes(db_z)), Descriptors(queries, codes(q_z)),
-                                 'rerank')
+                                 'rerank', rerank_k=depth)
         if fill == '4':
-            candidates = np.argsort(hamming(db_z, q_z), axis=1, kind='stable')[:, :RERANK_K]
+            candidates = np.argsort(hamming(db_z, q_z), axis=1, kind='stable')[:, :depth]
             outside = np.ones(matrix.shape, dtype=bool)
             outside[np.arange(len(matrix))[:, None], candidates] = False
             matrix[outside] = 4.0
@@ -139,13 +144,9 @@ def main() -> int:
                      for season in (cfg.validation.database, cfg.validation.queries)}
     recipe_strips = cfg.model.whitening_strips
     strip_counts = sorted({2, 4, 8, recipe_strips} - {0})
-    train, seasons = {}, {season: {} for season in season_images}
-    for count in strip_counts:              # every part of every image, per strip count
-        for key, value in whitening_inputs(extractor, train_images, count).items():
-            train[key if 'strips' not in key else (key, count)] = value
-        for season, images in season_images.items():
-            for key, value in whitening_inputs(extractor, images, count).items():
-                seasons[season][key if 'strips' not in key else (key, count)] = value
+    train = whitening_inputs(extractor, train_images, strip_counts)
+    seasons = {season: whitening_inputs(extractor, images, strip_counts)
+               for season, images in season_images.items()}
     if args.eval_range:
         start, stop = (int(v) for v in args.eval_range.split(':'))
         stretches = [(np.arange(start, stop), start, stop)]
@@ -216,6 +217,7 @@ def main() -> int:
                  ('float + Hamming fraction',
                   lambda db, q, db_z, q_z: squared_l2(db, q) + hamming(db_z, q_z), {}),
                  (f're-rank top {RERANK_K}, largest-candidate fill', rerank_matrix('max'), {}),
+                 ('re-rank top 100, largest-candidate fill', rerank_matrix('max', 100), {}),
                  (f're-rank top {RERANK_K}, fill 4', rerank_matrix('4'), {})]
     for name, matrix_fn, options in variants:
         r = score(chosen, matrix_fn, options)

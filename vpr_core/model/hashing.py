@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import torch
 from torch import nn, Tensor
-import torch.nn.functional as F
 
-from vpr_core.model.layers import gem_pooling, pool_strips, Tokens
+from vpr_core.model.layers import gem_pooling, pooled_codes, Tokens
 
 
 def binarize(z: Tensor) -> Tensor:
@@ -62,9 +61,5 @@ class HashingHead(nn.Module):
         """(z, b, the continuous code of each of ``strips`` vertical strips [B, strips, bits]
         unit-norm | None); Linear3 runs once."""
         x = self.linear3(tokens.patch_grid()).permute(0, 3, 1, 2)
-        z = F.normalize(self.linear4(self.aggregation_hashing(x)), p=2, dim=-1)
-        parts = None
-        if strips:
-            parts = F.normalize(self.linear4(pool_strips(self.aggregation_hashing, x, strips)),
-                                p=2, dim=-1)
+        z, parts = pooled_codes(x, self.aggregation_hashing, self.linear4, strips)
         return z, sign_ste(z), parts

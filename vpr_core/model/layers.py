@@ -256,6 +256,16 @@ def pool_strips(pooling: nn.Module, fmap: Tensor, strips: int) -> Tensor:
                        dim=1)
 
 
+def pooled_codes(fmap: Tensor, pooling: nn.Module, linear: nn.Module,
+                 strips: int = 0) -> tuple[Tensor, Tensor | None]:
+    """A GeM head's last steps on its map [B, C, h, w]: ``pooling``, ``linear``, L2 ->
+    [B, out]; with ``strips``, the same for each vertical strip -> [B, strips, out]."""
+    pooled = F.normalize(linear(pooling(fmap)), p=2, dim=-1)
+    if not strips:
+        return pooled, None
+    return pooled, F.normalize(linear(pool_strips(pooling, fmap, strips)), p=2, dim=-1)
+
+
 def init_linear_trunc_normal(module: nn.Module) -> None:
     """timm ViT init: every Linear weight trunc-normal(std .02, cut at +-2), bias 0."""
     for layer in module.modules():

@@ -10,10 +10,9 @@ in place of the L2Norm (same state-dict keys): GeM then pools Linear1's output a
 from __future__ import annotations
 
 from torch import nn, Tensor
-import torch.nn.functional as F
 
 from vpr_core.model.config import HeadConfig
-from vpr_core.model.layers import gem_pooling, pool_strips, Tokens
+from vpr_core.model.layers import gem_pooling, pooled_codes, Tokens
 from vpr_core.model.registry import Head, HEADS
 
 
@@ -40,8 +39,4 @@ class SelaGeMHead(Head):
         """(descriptor [B, out_dim], the same pooling of each of ``strips`` vertical strips
         [B, strips, out_dim] | None), both unit-norm; Linear1 runs once."""
         x = self.linear1(tokens.patch_grid()).permute(0, 3, 1, 2)
-        pooled = F.normalize(self.linear2(self.aggregation(x)), p=2, dim=-1)
-        if not strips:
-            return pooled, None
-        return pooled, F.normalize(self.linear2(pool_strips(self.aggregation, x, strips)),
-                                   p=2, dim=-1)
+        return pooled_codes(x, self.aggregation, self.linear2, strips)

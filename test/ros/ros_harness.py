@@ -218,18 +218,29 @@ def call(node: Node, kind, name: str, request, timeout_s: float = 10.0):
     """Call service ``name`` from ``node`` (spun by the background executor); the response."""
     client = node.create_client(kind, name)
     assert client.wait_for_service(timeout_sec=timeout_s), \
-        f'service {name} not available; {graph_report(node)}'
+        f'service {name} not available; {graph_report(node, name)}'
     future = client.call_async(request)
     assert wait_for(future.done, timeout_s), f'service {name} did not answer'
     node.destroy_client(client)
     return future.result()
 
 
-def graph_report(node: Node) -> str:
-    """The DDS domain and the nodes this node sees: a service that drops out of the graph
-    is diagnosed by who else shares the domain (a rare lifecycle-test failure)."""
+def graph_report(node: Node, service: str | None = None) -> str:
+    """The DDS domain, the nodes this node sees and, for ``service``, every request reader
+    and reply writer in the graph: a service that drops out of the graph is diagnosed by who
+    else shares the domain (a rare lifecycle-test failure)."""
     names = sorted(f'{ns.rstrip("/")}/{name}' for name, ns in node.get_node_names_and_namespaces())
-    return f'ROS_DOMAIN_ID={os.environ.get("ROS_DOMAIN_ID")}, nodes seen: {names}'
+    report = f'ROS_DOMAIN_ID={os.environ.get("ROS_DOMAIN_ID")}, nodes seen: {names}'
+    if service:
+        readers = node.get_subscriptions_info_by_topic(f'rq{service}Request', no_mangle=True)
+        writers = node.get_publishers_info_by_topic(f'rr{service}Reply', no_mangle=True)
+        report += (f', request readers: {[_endpoint(e) for e in readers]}'
+                   f', reply writers: {[_endpoint(e) for e in writers]}')
+    return report
+
+
+def _endpoint(info) -> str:
+    return f'{info.node_name}@{bytes(info.endpoint_gid[:16]).hex()}'
 
 
 def write_image_bag(path, storage: str = 'mcap', count: int = 10, period_s: float = 0.1,

@@ -6,7 +6,7 @@ import pytest
 from sensor_msgs.msg import Image
 
 from ros_harness import FakePipeline, image_message, wait_for
-from vpr_ros.conversions import MAX_COVARIANCE, MIN_VARIANCE, safe_covariance
+from vpr_ros.conversions import MAX_COVARIANCE, MIN_VARIANCE, safe_covariance, stamp_seconds
 
 BAD = {
     'zeros': np.zeros((6, 6)),
@@ -56,13 +56,21 @@ def test_node_publishes_only_guarded_covariances(ros):
     cases = [BAD[name] for name in sorted(BAD)] + [np.full((6, 6), np.nan)]
     for index, covariance in enumerate(cases):
         pipeline.covariance = covariance
-        before = len(candidates)
+        # Frames of this case are stamped from 10 * index s on: a late answer to the previous
+        # case's frames (processed with its covariance) does not count.
+        first_s = 10.0 * index
         for attempt in range(50):
-            publisher.publish(image_message(1, 10.0 * index + 0.1 * attempt))
-            if wait_for(lambda: len(candidates) > before, 0.1):
+            publisher.publish(image_message(1, first_s + 0.1 * attempt))
+            if wait_for(lambda: answered(candidates, first_s), 0.1):
                 break
-        assert len(candidates) > before
+        assert answered(candidates, first_s)
     assert wait_for(lambda: len(priors) >= len(BAD))
     for _, prior in priors:
         assert_publishable(np.array(prior.pose.covariance).reshape(6, 6))
-    assert node.stats.invalid_covariance >= 1
+    assert not answered(priors, 10.0 * len(BAD)), 'a prior went out with a NaN covariance'
+    assert wait_for(lambda: node.stats.invalid_covariance >= 1)
+
+
+def answered(messages, since_s):
+    """True when one of ``messages`` answers a frame stamped ``since_s`` or later."""
+    return any(stamp_seconds(message.header.stamp) >= since_s for _, message in messages)

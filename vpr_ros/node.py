@@ -147,10 +147,9 @@ class VprNode(LifecycleNode):
     def destroy_node(self) -> None:
         """Destroy the node and its lifecycle state machine. rclpy's LifecycleNode leaves the
         state machine (the lifecycle services, ~/transition_event) to the garbage collector:
-        until it runs, a destroyed node stays in the DDS graph, and when it runs after the
-        context has shut down, only some of those endpoints leave it, which made another
-        node's lifecycle services look unavailable (request readers and reply writers of
-        /vpr_node/change_state no longer paired)."""
+        until it runs, a destroyed node stays in the DDS graph, and the stale endpoints it
+        leaves made a later node's lifecycle services look unavailable (request readers and
+        reply writers of /vpr_node/change_state unpaired in the graph)."""
         super().destroy_node()
         self._state_machine.destroy_when_not_in_use()
 

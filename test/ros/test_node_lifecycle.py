@@ -103,8 +103,8 @@ def test_localize_mode_needs_a_map(ros):
 
 
 def test_a_destroyed_node_leaves_the_graph(ros):
-    """Its lifecycle services included: a node left behind by an earlier test once made this
-    file's services look unavailable (request readers and reply writers no longer paired)."""
+    """Lifecycle services included: a node an earlier test had left in the graph once made
+    this file's services look unavailable (request readers and reply writers unpaired)."""
     node = ros.vpr_node({'autostart': False})
     probe = ros.probe()
 

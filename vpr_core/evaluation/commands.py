@@ -27,6 +27,7 @@ from vpr_core.evaluation.metrics import DEFAULT_RECALL_VALUES
 from vpr_core.evaluation.plot import plot_report
 from vpr_core.evaluation.report import format_table, write_report
 from vpr_core.evaluation.search import MODES
+from vpr_core.localization.hubness import DEFAULT_HUBNESS_K
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +69,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help='also report sequence-filtered recall over L frames')
     parser.add_argument('--contrast-window', type=int, default=0,
                         help='SeqSLAM local contrast window in places (0: off)')
+    parser.add_argument('--hubness-k', type=int, default=DEFAULT_HUBNESS_K,
+                        help='sequence filter: charge every place the mean of its K smallest '
+                             f'distances to the queries so far (default {DEFAULT_HUBNESS_K}; '
+                             '0: off)')
     parser.add_argument('--recall-values', type=int, nargs='+',
                         default=list(DEFAULT_RECALL_VALUES))
     parser.add_argument('--batch-size', type=int, default=16)
@@ -94,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
     options = EvalOptions(mode=mode, rerank_k=args.rerank_k,
                           recall_values=tuple(sorted(set(args.recall_values))),
                           sequence_length=args.sequence_length,
-                          contrast_window=args.contrast_window, batch_size=args.batch_size,
+                          contrast_window=args.contrast_window, hubness_k=args.hubness_k,
+                          batch_size=args.batch_size,
                           progress=not args.no_progress)
     report = evaluate(extractor, evalset, options, with_baseline=not args.no_baseline)
     report['model'] = {'weights': str(args.weights) if args.weights else 'bundled default',

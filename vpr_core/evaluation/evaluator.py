@@ -22,6 +22,7 @@ from vpr_core.evaluation.metrics import (DEFAULT_RECALL_VALUES, percentiles_ms,
                                          precision_recall, recall_at, top1_correct)
 from vpr_core.evaluation.search import distance_matrix, Mode, rank
 from vpr_core.image import load_image_file
+from vpr_core.localization.hubness import DEFAULT_HUBNESS_K, reduce_hubness
 from vpr_core.localization.sequence import sequence_score_matrix
 
 logger = logging.getLogger(__name__)
@@ -29,13 +30,15 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class EvalOptions:
-    """How to evaluate. ``sequence_length`` None: single-frame only."""
+    """How to evaluate. ``sequence_length`` None: single-frame only. ``hubness_k``: online
+    hubness reduction before sequence matching (0: off); single-frame recall never uses it."""
 
     mode: Mode = 'float'
     rerank_k: int = RERANK_K
     recall_values: tuple[int, ...] = DEFAULT_RECALL_VALUES
     sequence_length: int | None = None
     contrast_window: int = 0
+    hubness_k: int = DEFAULT_HUBNESS_K
     batch_size: int = 16
     progress: bool = True
 
@@ -168,13 +171,15 @@ def _scored(indices: np.ndarray, best_distance: np.ndarray, evalset: EvalSet,
 def _sequence_section(matrix: np.ndarray, evalset: EvalSet, options: EvalOptions) -> dict:
     if not evalset.sequential:
         logger.warning('sequence filtering on a set that is not ordered along a route')
+    if options.hubness_k:
+        matrix = reduce_hubness(matrix, options.hubness_k)
     scores = sequence_score_matrix(matrix, options.sequence_length,
                                    contrast_window=options.contrast_window)
     depth = min(max(options.recall_values), scores.shape[1])
     order = np.argsort(scores, axis=1, kind='stable')[:, :depth]
     best = scores[np.arange(len(scores)), order[:, 0]]
     scored = _scored(order, best, evalset, options)
-    return {'sequence_length': options.sequence_length,
+    return {'sequence_length': options.sequence_length, 'hubness_k': options.hubness_k,
             'sequence_recall_at': scored['recall_at'], 'sequence_pr': scored['pr'],
             'sequence_matches': scored['matches'],
             'sequence_match_correct': scored['match_correct']}

@@ -71,6 +71,10 @@ def format_table(report: dict) -> str:
     pr = report.get('pr', {})
     lines.append(f"PR AUC {pr.get('auc', float('nan')):.3f}, recall at 100% precision "
                  f"{pr.get('recall_at_100_precision', float('nan')):.3f}")
+    if 'sequence_length' in report:
+        hubness = report.get('hubness_k') or 0
+        lines.append(f"sequence filter: last {report['sequence_length']} frames, "
+                     + (f'hubness reduction k {hubness}' if hubness else 'no hubness reduction'))
     return '\n'.join(lines)
 
 

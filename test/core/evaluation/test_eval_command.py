@@ -57,13 +57,15 @@ def test_vpr_evaluate_writes_the_report_contract(route, tiny_weights, tmp_path, 
     assert report['recall_at']['20'] == 1.0            # 12 frames: everything is in the top 20
     assert report['baseline']['recall_at']['1'] == 1.0  # brightness shift only
     assert report['mode'] == mode
+    assert report['sequence_length'] == 3 and report['hubness_k'] == 3    # the default
     assert {'search', 'extract', 'decode', 'sequence'} <= set(report['latency_ms'])
     expected_bytes = {'float': 32 * 4, 'hash': 32 // 8, 'rerank': 32 * 4 + 32 // 8}
     assert report['descriptor_bytes_per_image'] == expected_bytes[mode]
     assert 'auc' in report['pr'] and 'recall_at_100_precision' in report['pr']
     for name in ('recall.csv', 'pr.csv', 'matches.csv', 'recall.png', 'pr.png', 'matches.png'):
         assert (out / name).stat().st_size > 0
-    assert 'R@1' in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert 'R@1' in printed and 'last 3 frames, hubness reduction k 3' in printed
 
 
 def test_vpr_evaluate_needs_a_data_source(tiny_weights, tmp_path, capsys):

@@ -54,8 +54,8 @@ def recalls(matrix: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
     """Single-frame and sequence R@1 (1-frame tolerance) of one stretch's distances."""
     single = np.argmin(matrix, axis=1)
     sequence = np.argmin(sequence_score_matrix(matrix, LENGTH), axis=1)
-    return float(np.mean(np.abs(single - truth) <= 1)), float(np.mean(np.abs(sequence - truth)
-                                                                       <= 1))
+    return (float(np.mean(np.abs(single - truth) <= 1)),
+            float(np.mean(np.abs(sequence - truth) <= 1)))
 
 
 def main() -> int:

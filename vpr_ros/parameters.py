@@ -90,6 +90,9 @@ PARAMETERS = (
                   'sequences', read_only=False, range=(1, 10000)),
     ParameterSpec('localization.sequence.min_travel_m', 0.0, 'odometry travel per window step '
                   '(0: the keyframe spacing)', read_only=False, range=(0.0, 10000.0)),
+    ParameterSpec('localization.sequence.hubness_k', 0, 'online hubness reduction: charge '
+                  'every place its k nearest frames so far (0: off)', read_only=False,
+                  range=(0, 1000)),
     ParameterSpec('localization.confidence_temperature', 0.25, 'softmax temperature of the '
                   'confidence', read_only=False, range=(0.001, 100.0)),
     ParameterSpec('localization.prior.floor_spacing_factor', 0.5, 'position sigma floor as a '

@@ -22,7 +22,9 @@ class SequenceConfig:
     ``candidates``: single-frame hits extended to sequences (plus the previous best, moved
     along); ``min_travel_m``: with odometry, a new window step starts after this much travel
     (0: the map's keyframe spacing), so a stopped robot does not flood the window; without
-    odometry every frame is a step.
+    odometry every frame is a step. ``hubness_k`` > 0: online hubness reduction (see
+    :mod:`~vpr_core.localization.hubness`) before the trajectories are scored, from every
+    frame's similarity to every map place (one pass over the map per frame); 0: off.
     """
 
     length: int = 10
@@ -30,6 +32,7 @@ class SequenceConfig:
     contrast_window: int = 20
     candidates: int = 20
     min_travel_m: float = 0.0
+    hubness_k: int = 0
 
 
 @dataclass(frozen=True)

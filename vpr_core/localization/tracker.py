@@ -7,6 +7,11 @@ each velocity. Along such a trajectory the similarities (and, for contrast enhan
 of the places around each point) are gathered from the stored descriptors, so the cost is
 independent of the map size. With every place as a candidate the scores equal
 :func:`~vpr_core.localization.sequence.sequence_score_matrix` (tested).
+
+With ``hubness_k`` > 0 each new frame is also compared with every place, once, to update the
+hubness statistics (:class:`~vpr_core.localization.hubness.PlaceHubness`, on the distance
+``1 - similarity``); the frame keeps the correction of that moment, so a window frame scores
+as the same row of :func:`~vpr_core.localization.hubness.reduce_hubness` would (tested).
 """
 from __future__ import annotations
 
@@ -18,13 +23,14 @@ import numpy as np
 from vpr_core.descriptors import Descriptors
 from vpr_core.errors import ConfigError
 from vpr_core.localization.config import SequenceConfig
+from vpr_core.localization.hubness import PlaceHubness
 
 
 @dataclass(frozen=True)
 class Hypothesis:
     """Best trajectory ending at map row ``index``: its ``score`` (higher is better), the
     ``velocity`` (places per window step), how many window ``frames`` it spans, and the
-    newest frame's own (enhanced) similarity to the place, ``current``."""
+    newest frame's own (corrected, enhanced) similarity to the place, ``current``."""
 
     index: int
     score: float
@@ -49,9 +55,12 @@ class SequenceTracker:
         self.size = len(floats) if floats is not None else len(codes)
         self.config = config
         self.window: deque[_FrameCache] = deque(maxlen=config.length)
+        self.hubness = PlaceHubness(self.size, config.hubness_k) if config.hubness_k > 0 \
+            else None
 
     def reset(self) -> None:
-        """Forget the window."""
+        """Forget the window (the hubness statistics describe the query stream, not where the
+        robot is, and are kept)."""
         self.window.clear()
 
     def push(self, query: Descriptors, new_step: bool = True) -> None:
@@ -59,6 +68,10 @@ class SequenceTracker:
         row = query.floats[0] if self.floats is not None else query.codes[0]
         frame = _FrameCache(np.asarray(row, dtype=np.float32 if self.floats is not None
                                        else np.uint8))
+        if self.hubness is not None and self.size:
+            # similarity s -> distance 1 - s; the corrected similarity is s - penalty
+            self.hubness.update(1.0 - self._similarity(frame.row, slice(None)))
+            frame.bonus = -self.hubness.penalty()
         if new_step or not self.window:
             self.window.append(frame)
         else:
@@ -107,6 +120,8 @@ class SequenceTracker:
         inside = (around >= 0) & (around < self.size)
         wanted = np.unique(around[inside])
         sims = query.lookup(wanted, self._similarity)
+        if query.bonus is not None:
+            sims = sims + query.bonus[wanted]
         lookup = np.searchsorted(wanted, np.clip(around, 0, self.size - 1))
         lookup = np.clip(lookup, 0, max(len(wanted) - 1, 0))
         window = np.where(inside, sims[lookup] if len(wanted) else 0.0, 0.0)
@@ -118,7 +133,7 @@ class SequenceTracker:
         var = (np.where(inside, window ** 2, 0.0)).sum(axis=-1) / count - mean ** 2
         return (own - mean) / np.sqrt(np.maximum(var, 1e-12))
 
-    def _similarity(self, query: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    def _similarity(self, query: np.ndarray, rows: np.ndarray | slice) -> np.ndarray:
         if self.floats is not None:
             # einsum, not BLAS: a threaded BLAS matvec this small only spins on a busy CPU
             return np.einsum('nd,d->n', self.floats[rows].astype(np.float32, copy=False),
@@ -134,6 +149,7 @@ class _FrameCache:
 
     def __init__(self, row: np.ndarray) -> None:
         self.row = row
+        self.bonus: np.ndarray | None = None      # hubness correction per place, if any
         self.places = np.zeros(0, dtype=np.int64)
         self.values = np.zeros(0, dtype=np.float64)
 

@@ -1,14 +1,16 @@
 """Online hubness reduction: the definition, causality, a hub that stops winning, a stopped
-robot that keeps its place, and the evaluator's sequence filter using it."""
+robot that keeps its place, the evaluator's sequence filter and the online tracker using it."""
 import numpy as np
 import pytest
 
-from vpr_core.descriptors import Descriptors
+from vpr_core.descriptors import Descriptors, pack_codes
 from vpr_core.errors import ConfigError
 from vpr_core.evaluation.datasets import EvalSet
 from vpr_core.evaluation.evaluator import EvalOptions, score_descriptors
 from vpr_core.localization.hubness import PlaceHubness, reduce_hubness
+from vpr_core.localization.config import SequenceConfig
 from vpr_core.localization.sequence import sequence_score_matrix
+from vpr_core.localization.tracker import SequenceTracker
 
 
 def loop_reference(distances, k):
@@ -96,3 +98,40 @@ def test_the_evaluator_sequence_filter_applies_it(k):
     assert section['hubness_k'] == k
     single = np.argmin(2.0 - 2.0 * queries @ db.T, axis=1)
     assert section['matches'] == [int(s) for s in single]        # single-frame: never
+
+
+@pytest.mark.parametrize('window', [0, 6])
+@pytest.mark.parametrize('codes_only', [False, True])
+def test_the_online_tracker_equals_the_offline_correction(window, codes_only):
+    rng = np.random.default_rng(5)
+    places = rng.standard_normal((30, 16)).astype(np.float32)
+    queries = places[np.arange(9) + 5] + rng.standard_normal((9, 16)).astype(np.float32)
+    if codes_only:
+        bits = 16
+        place_signs, query_signs = np.where(places >= 0, 1, -1), np.where(queries >= 0, 1, -1)
+        place_codes, query_codes = pack_codes(place_signs), pack_codes(query_signs)
+        similarity = (query_signs @ place_signs.T).astype(np.float64) / bits
+        tracker_args = (None, place_codes, bits)
+        rows = [Descriptors(None, query_codes[q:q + 1]) for q in range(9)]
+    else:
+        places /= np.linalg.norm(places, axis=1, keepdims=True)
+        queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+        similarity = queries.astype(np.float64) @ places.T.astype(np.float64)
+        tracker_args = (places, None, 0)
+        rows = [Descriptors(queries[q:q + 1], None) for q in range(9)]
+    config = SequenceConfig(length=4, velocities=(1.0, 2.0), contrast_window=window,
+                            hubness_k=3)
+    corrected = 1.0 - reduce_hubness(1.0 - similarity, 3)
+    offline = sequence_score_matrix(corrected, 4, velocities=config.velocities,
+                                    similarity=True, contrast_window=window)
+    plain = sequence_score_matrix(similarity, 4, velocities=config.velocities,
+                                  similarity=True, contrast_window=window)
+    assert not np.allclose(offline, plain)
+    tracker = SequenceTracker(*tracker_args, config)
+    for q in range(9):
+        tracker.push(rows[q])
+        online = {h.index: h.score for h in tracker.score(np.arange(30))}
+        scored = np.array([online.get(n, -np.inf) for n in range(30)])
+        assert np.allclose(scored, offline[q], atol=1e-5)
+    tracker.reset()
+    assert tracker.hubness.seen == 9 and not tracker.window    # the statistics are kept

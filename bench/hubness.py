@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -33,7 +34,7 @@ VALIDATION = ('200:250', '550:600', '900:950', '1250:1300', '1600:1650')
 LENGTH = 10
 
 
-def variants() -> list[tuple[str, callable]]:
+def variants() -> list[tuple[str, Callable[[np.ndarray], np.ndarray]]]:
     """(name, [Q, N] distances in stream order -> corrected distances)."""
     rows = [('no correction', lambda m: m)]
     rows += [(f'causal, k {k}', lambda m, k=k: reduce_hubness(m, k)) for k in (1, 2, 3, 5, 10)]
@@ -44,6 +45,8 @@ def variants() -> list[tuple[str, callable]]:
 
 
 def old_queries_only(matrix: np.ndarray, gap: int = 30, k: int = 3) -> np.ndarray:
+    """The correction with each place's statistics from queries at least ``gap`` frames
+    older than the row (rows with fewer than k such queries stay uncorrected)."""
     out = matrix.copy()
     for q in range(gap + k, len(matrix)):
         out[q] -= np.sort(matrix[:q - gap], axis=0)[:k].mean(0) / 2

@@ -1,8 +1,9 @@
 """Where the sequence filter misses: runs of consecutive wrong queries, and dark frames.
 
-Claim (model card, *Against the project's targets*): on the Nordland test part the 10-frame
-sequence filter's misses come in long runs of consecutive queries, and windows that hold a
-dark (tunnel) frame are matched better than the rest, so tunnels are not what it misses. It
+Claim (model card, *Against the project's targets* and *Online hubness reduction*): on the
+Nordland test part the 10-frame sequence filter's misses come in long runs of consecutive
+queries, windows that hold a dark (tunnel) frame are matched better than the rest, so tunnels
+are not what it misses, and many misses go to the same few map places (hubs). It
 reads the ``matches.csv`` of one ``vpr evaluate`` run (so nothing here is chosen from it) and
 the brightness of the images of that run's index range. Without a report folder it first runs
 that evaluation (the bundled model, float mode, the test part, 10 frames; about a minute).
@@ -77,6 +78,11 @@ def summarize(args: argparse.Namespace, report: Path) -> int:
     print(f'{dark.sum()} dark frames; sequence R@1 where the window holds one '
           f'{correct[with_dark].mean():.3f} ({with_dark.sum()} queries), elsewhere '
           f'{correct[~with_dark].mean():.3f}')
+    wrong = table['sequence_match'][~correct].astype(int)
+    places, hits = np.unique(wrong, return_counts=True)
+    order = np.argsort(-hits, kind='stable')[:5]
+    print(f'the misses went to {len(places)} places; most hit (place index, misses): '
+          + ', '.join(f'{places[i] + start} x {hits[i]}' for i in order))
     return 0
 
 

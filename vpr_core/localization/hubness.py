@@ -1,12 +1,12 @@
 """Online hubness reduction: map places that are near every query stop winning.
 
-Across a change of season some map places ("hubs") lie close to many queries at once: a
-snow-free summer frame of flat, bright fields resembles a whole stretch of winter. Cross-domain
-similarity local scaling (CSLS; Conneau et al., "Word translation without parallel data", ICLR
-2018) corrects for that by charging every place its mean similarity to its k nearest queries.
-Here the correction is causal, as a robot can have it: the k nearest queries of a place are
-taken among the queries seen so far (this one included), and nothing else about the queries
-is used.
+Across a change of season some map places ("hubs") lie close to many queries at once: one
+summer frame can resemble a whole stretch of winter frames more than their own places do.
+Cross-domain similarity local scaling (CSLS; Conneau et al., "Word translation without
+parallel data", ICLR 2018) corrects for that by charging every place its mean similarity to
+its k nearest queries. Here the correction is causal, as a robot can have it: the k nearest
+queries of a place are taken among the queries seen so far (this one included), and nothing
+else about the queries is used.
 
 On unit-length descriptors the CSLS distance without its per-query term (which is the same for
 every place of a row, so it never changes a ranking) is ``d(q, p) + 1 - m(p) / 2`` for squared

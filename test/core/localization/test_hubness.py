@@ -7,8 +7,8 @@ from vpr_core.descriptors import Descriptors, pack_codes
 from vpr_core.errors import ConfigError
 from vpr_core.evaluation.datasets import EvalSet
 from vpr_core.evaluation.evaluator import EvalOptions, score_descriptors
-from vpr_core.localization.hubness import PlaceHubness, reduce_hubness
 from vpr_core.localization.config import SequenceConfig
+from vpr_core.localization.hubness import PlaceHubness, reduce_hubness
 from vpr_core.localization.sequence import sequence_score_matrix
 from vpr_core.localization.tracker import SequenceTracker
 

@@ -66,4 +66,7 @@ def reduce_hubness(matrix: np.ndarray, k: int = DEFAULT_HUBNESS_K) -> np.ndarray
     if matrix.ndim != 2:
         raise ConfigError(f'expected a [Q, N] matrix, got shape {matrix.shape}')
     hubness = PlaceHubness(matrix.shape[1], k)
-    return np.stack([hubness.adjust(row) for row in matrix]) if len(matrix) else matrix.copy()
+    corrected = np.empty_like(matrix)
+    for q, row in enumerate(matrix):
+        corrected[q] = hubness.adjust(row)
+    return corrected

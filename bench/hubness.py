@@ -8,6 +8,7 @@ statistics come from all queries at once, from later queries only or from querie
 frames old, so it does not come from knowing which places the route has passed; a second lap
 over the same frames, every place already matched once, scores about as the first. Rows: the
 model's float descriptor and the pixel baseline; columns: single-frame R@1 and sequence R@1.
+Last, where the sequence misses go without and with the correction (the most-hit place).
 
     .venv/bin/python bench/hubness.py                 # the bundled model, validation split
     .venv/bin/python bench/hubness.py --weights runs/half-strips/best.safetensors \\
@@ -27,7 +28,7 @@ from vpr_core.evaluation.commands import parse_range
 from vpr_core.evaluation.datasets import list_images
 from vpr_core.extractor import Extractor
 from vpr_core.image import load_image_file
-from vpr_core.localization.hubness import reduce_hubness
+from vpr_core.localization.hubness import PlaceHubness, reduce_hubness
 from vpr_core.localization.sequence import sequence_score_matrix
 
 NORDLAND = Path(__file__).resolve().parents[1] / '..' / 'shared' / 'data' / 'nordland_64x32'
@@ -39,7 +40,7 @@ def variants() -> list[tuple[str, Callable[[np.ndarray], np.ndarray]]]:
     """(name, [Q, N] distances in stream order -> corrected distances)."""
     rows = [('no correction', lambda m: m)]
     rows += [(f'causal, k {k}', lambda m, k=k: reduce_hubness(m, k)) for k in (1, 2, 3, 5, 10)]
-    rows += [('all queries at once, k 3', lambda m: m - np.sort(m, axis=0)[:3].mean(0) / 2),
+    rows += [('all queries at once, k 3', all_queries),
              ('later queries only, k 3', lambda m: reduce_hubness(m[::-1], 3)[::-1]),
              ('queries >= 30 frames old, k 3', old_queries_only),
              ('second lap of the same frames, k 3',
@@ -47,21 +48,45 @@ def variants() -> list[tuple[str, Callable[[np.ndarray], np.ndarray]]]:
     return rows
 
 
+def all_queries(matrix: np.ndarray, k: int = 3) -> np.ndarray:
+    """The correction with each place's statistics from every query of the stretch."""
+    hubness = PlaceHubness(matrix.shape[1], k)
+    for row in matrix:
+        hubness.update(row)
+    return matrix + hubness.penalty()
+
+
 def old_queries_only(matrix: np.ndarray, gap: int = 30, k: int = 3) -> np.ndarray:
-    """The correction with each place's statistics from queries at least ``gap`` frames
+    """The correction with each place's statistics from queries more than ``gap`` frames
     older than the row (rows with fewer than k such queries stay uncorrected)."""
+    hubness = PlaceHubness(matrix.shape[1], k)
     out = matrix.copy()
-    for q in range(gap + k, len(matrix)):
-        out[q] -= np.sort(matrix[:q - gap], axis=0)[:k].mean(0) / 2
+    for q in range(gap + 1, len(matrix)):
+        hubness.update(matrix[q - gap - 1])
+        if hubness.seen >= k:
+            out[q] += hubness.penalty()
     return out
+
+
+def sequence_matches(matrix: np.ndarray) -> np.ndarray:
+    return np.argmin(sequence_score_matrix(matrix, LENGTH), axis=1)
 
 
 def recalls(matrix: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
     """Single-frame and sequence R@1 (1-frame tolerance) of one stretch's distances."""
     single = np.argmin(matrix, axis=1)
-    sequence = np.argmin(sequence_score_matrix(matrix, LENGTH), axis=1)
     return (float(np.mean(np.abs(single - truth) <= 1)),
-            float(np.mean(np.abs(sequence - truth) <= 1)))
+            float(np.mean(np.abs(sequence_matches(matrix) - truth) <= 1)))
+
+
+def most_hit(matrices: list[tuple], which: int, correct, d_start: int) -> str:
+    """'misses, of which N went to place P' for the sequence matches of every stretch."""
+    wrong = np.concatenate([matches[np.abs(matches - truth) > 1] for matches, truth in
+                            ((sequence_matches(correct(m[which])), m[2]) for m in matrices)])
+    if not len(wrong):
+        return 'no misses'
+    places, hits = np.unique(wrong, return_counts=True)
+    return f'{len(wrong)} misses, {hits.max()} of them to place {places[hits.argmax()] + d_start}'
 
 
 def main() -> int:
@@ -99,6 +124,9 @@ def main() -> int:
                               ) * len(truth)
         r = total / count
         print(f'{name:36s} {r[0]:.3f}      {r[1]:.3f}     {r[2]:.3f}       {r[3]:.3f}')
+    for name, correct in variants()[:1] + variants()[3:4]:
+        print(f'sequence misses, {name}: model {most_hit(matrices, 0, correct, d_start)}; '
+              f'pixels {most_hit(matrices, 1, correct, d_start)}')
     return 0
 
 

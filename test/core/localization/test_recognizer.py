@@ -1,4 +1,6 @@
 """PlaceRecognizer: acceptance and each gate, covariance validity, extrinsic, calibration."""
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -193,3 +195,21 @@ def test_images_need_the_maps_model_and_an_empty_map_says_so(tmp_path, route):
                         quaternions_from_yaw(np.zeros(2)), np.zeros(2, np.int64))
     result = PlaceRecognizer(small, pixels).process(image, 1.5)
     assert result.match.index == 0 and result.stamp_ns == 1_500_000_000
+
+
+def test_hubness_reduction_reaches_the_tracker_and_survives_a_reset(route):
+    database, queries = route
+    plain = config()
+    hubness = LocalizationConfig(sequence=replace(plain.sequence, hubness_k=3), gate=plain.gate)
+    recognizer = PlaceRecognizer(database, None, plain)
+    assert recognizer.tracker.hubness is None
+    recognizer.update_config(hubness)
+    results = [recognizer.process(queries[i:i + 1], i * 10**9) for i in range(10, 40)]
+    assert recognizer.tracker.hubness.seen == 30
+    assert all(r.match.index == i + 10 for i, r in enumerate(results))
+    reference = PlaceRecognizer(database, None, plain)
+    scores = [reference.process(queries[i:i + 1], i * 10**9).candidates[0].score
+              for i in range(10, 40)]
+    assert not np.allclose([r.candidates[0].score for r in results], scores)
+    recognizer.reset()
+    assert recognizer.tracker.hubness.seen == 30

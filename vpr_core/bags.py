@@ -9,13 +9,14 @@ from the direction of travel). Writing makes small bags for tests and the demo.
 from __future__ import annotations
 
 import logging
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
 
-from vpr_core.errors import BagError
+from vpr_core.errors import BagError, UnsupportedImageError
 from vpr_core.image import decode_compressed, decode_raw, encode_compressed, encode_raw
 from vpr_core.mapdb.pose import (geodetic_to_enu, heading_from_track, normalise_quaternions,
                                  Pose, quaternions_from_yaw)
@@ -102,20 +103,50 @@ def read_image_stamps(path: str | Path, topic: str) -> np.ndarray:
     return np.asarray(stamps, dtype=np.int64)
 
 
-def iter_images(path: str | Path, topic: str,
-                indices: Sequence[int] | None = None) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield ``(message index, RGB [H, W, 3] uint8)`` for the chosen messages (all if None),
-    raw or compressed, in bag order."""
+@dataclass(frozen=True)
+class BagImage:
+    """One image message of a topic: ``index`` in bag order, header ``stamp_ns`` (bag time
+    where the header stamp is zero), and either ``image`` (RGB [H, W, 3] uint8) or ``error``
+    (why it could not be decoded)."""
+
+    index: int
+    stamp_ns: int
+    image: np.ndarray | None
+    error: UnsupportedImageError | None = None
+
+
+def iter_image_frames(path: str | Path, topic: str,
+                      indices: Sequence[int] | None = None) -> Iterator[BagImage]:
+    """Yield a :class:`BagImage` for each chosen message (all if None), in bag order; an
+    undecodable payload is yielded with its error and the stream goes on."""
     wanted = None if indices is None else set(int(i) for i in indices)
     reader = _open(path)
     try:
         connections = _connections(reader, path, topic, IMAGE_TYPES)
-        for i, (c, _, raw) in enumerate(reader.messages(connections=connections)):
+        for i, (c, t, raw) in enumerate(reader.messages(connections=connections)):
             if wanted is not None and i not in wanted:
                 continue
-            yield i, decode_image_message(reader.deserialize(raw, c.msgtype), c.msgtype)
+            msg = reader.deserialize(raw, c.msgtype)
+            stamp_ns = _stamp_ns(msg.header, t)
+            try:
+                frame = BagImage(i, stamp_ns, decode_image_message(msg, c.msgtype))
+            except UnsupportedImageError as exc:
+                frame = BagImage(i, stamp_ns, None, exc)
+            yield frame
     finally:
         reader.close()
+
+
+def iter_images(path: str | Path, topic: str,
+                indices: Sequence[int] | None = None) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield ``(message index, RGB [H, W, 3] uint8)`` for the chosen messages (all if None),
+    raw or compressed, in bag order; an undecodable one raises its UnsupportedImageError
+    (:func:`iter_image_frames` yields it instead and goes on)."""
+    with closing(iter_image_frames(path, topic, indices)) as frames:
+        for frame in frames:
+            if frame.error is not None:
+                raise frame.error
+            yield frame.index, frame.image
 
 
 def decode_image_message(msg, msgtype: str) -> np.ndarray:
@@ -212,6 +243,13 @@ class BagWriter:
             step, data = encode_raw(rgb, 'rgb8')
             msg = types['sensor_msgs/msg/Image'](header, rgb.shape[0], rgb.shape[1], 'rgb8', 0,
                                                  step, np.frombuffer(data, np.uint8))
+        self._write(topic, msg, stamp_ns)
+
+    def add_compressed(self, topic: str, stamp_ns: int, fmt: str, data: bytes, *,
+                       frame_id: str = 'camera') -> None:
+        """A ``CompressedImage`` with the given payload as is (tests write broken ones)."""
+        msg = self._store.types['sensor_msgs/msg/CompressedImage'](
+            self._header(stamp_ns, frame_id), fmt, np.frombuffer(bytes(data), np.uint8))
         self._write(topic, msg, stamp_ns)
 
     def add_pose(self, topic: str, stamp_ns: int, pose: Pose, *, kind: str = 'odometry',

@@ -112,7 +112,9 @@ def _localization_changes(changes: dict[str, Any]) -> dict[str, Any]:
 
 def load_pipeline(settings: NodeSettings) -> Pipeline:
     """Build the vpr_core engine for ``settings``; VPRError when a file is missing or the map
-    and the model do not fit together (named in the message)."""
+    and the model do not fit together (named in the message). In teach mode a map already at
+    ``map_dir`` must fit the model and ``map_frame`` now (configure fails otherwise), since
+    the recorded keyframes are appended to it."""
     extractor = Extractor.from_weights(settings.weights or None, device=settings.device)
     extrinsics = [extrinsic_pose(settings.extrinsic(camera))
                   for camera in range(len(settings.image_topics))]

@@ -5,6 +5,7 @@
 - :mod:`~vpr_core.mapdb.index`: :class:`SearchConfig`, Hamming / re-rank / float search;
 - :mod:`~vpr_core.mapdb.builder`: :func:`build_map` from a frame source and a model;
 - :mod:`~vpr_core.mapdb.source`: rosbag2 and image-folder frame sources;
-- :mod:`~vpr_core.mapdb.recorder`: teach mode (incremental keyframes);
+- :mod:`~vpr_core.mapdb.recorder`: teach mode (incremental keyframes appended to a map);
+- :mod:`~vpr_core.mapdb.lock`: the advisory lock every map writer holds;
 - :mod:`~vpr_core.mapdb.commands`: ``vpr build-map``, ``vpr query``, ``vpr map-info``.
 """

@@ -9,7 +9,7 @@ import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Literal, Protocol, Sequence
+from typing import Any, Iterable, Iterator, Literal, Protocol, Sequence
 
 import cv2
 import numpy as np
@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from vpr_core.config import to_dict
 from vpr_core.descriptors import Descriptors
-from vpr_core.errors import ConfigError, MapError
+from vpr_core.errors import ConfigError, MapError, UnsupportedImageError
 from vpr_core.mapdb.database import MapDatabase
 from vpr_core.mapdb.keyframe import KeyframeConfig, select_keyframes
 from vpr_core.mapdb.manifest import creation_info, MapManifest
@@ -27,6 +27,7 @@ from vpr_core.mapdb.source import FrameSource, FrameTable
 logger = logging.getLogger(__name__)
 
 IDENTITY_EXTRINSIC = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0)
+UNDECODABLE_NAMED = 5      # undecodable frames named in the log and the manifest
 
 
 class DescriptorSource(Protocol):
@@ -59,7 +60,8 @@ class BuildConfig:
     ``store``: keep floats, codes or both; ``float_dtype``: float16 halves the float memory;
     ``thumbnail_size``: (height, width) of debug thumbnails, (0, 0) for none;
     ``camera_in_base``: the mapping camera's pose in the base frame (x y z qx qy qz qw), so
-    the map stores camera poses; ``frame_id``: overrides the frame named by the source.
+    the map stores camera poses; ``frame_id``: overrides the frame named by the source;
+    ``strict``: an undecodable image aborts the build (naming it) instead of being skipped.
     """
 
     keyframes: KeyframeConfig = field(default_factory=KeyframeConfig)
@@ -71,29 +73,79 @@ class BuildConfig:
     camera_in_base: tuple[float, ...] = IDENTITY_EXTRINSIC
     frame_id: str = ''
     planar_max_z_range_m: float = 2.0
+    strict: bool = False
 
 
 def build_map(source: FrameSource, extractor: DescriptorSource,
               config: BuildConfig = BuildConfig(), *, out: str | Path | None = None,
-              progress: bool = True) -> MapDatabase:
-    """Build (and, with ``out``, atomically save) the map of ``source``'s keyframes."""
+              progress: bool = True, lock_timeout_s: float | None = None) -> MapDatabase:
+    """Build (and, with ``out``, atomically save) the map of ``source``'s keyframes.
+
+    A keyframe whose image cannot be decoded is skipped, counted and named (log and manifest
+    ``source.undecodable``), or aborts the build with ``config.strict``.
+    """
     if config.batch_size < 1:
         raise ConfigError(f'batch_size must be >= 1, got {config.batch_size}')
     table = source.table()
     chosen = choose_frames(table, config.keyframes)
     logger.info('%d frames, %d without a pose, %d keyframes', len(table.stamps_ns),
                 int((~table.valid).sum()), len(chosen))
-    descriptors, thumbnails = extract_all(source.images(chosen), extractor, len(chosen),
-                                          config, progress)
+    decoded = DecodableFrames(source, table, chosen, config.strict)
+    descriptors, thumbnails = _extract(decoded, extractor, len(chosen), config, progress)
+    chosen = np.asarray(decoded.kept, dtype=np.int64)
+    if len(descriptors) != len(chosen):
+        raise MapError(f'the source yielded {len(descriptors)} images for {len(chosen)} frames')
+    if decoded.skipped:
+        logger.warning('skipped %d undecodable frames of %d keyframes (first: %s)',
+                       len(decoded.skipped), len(chosen) + len(decoded.skipped),
+                       '; '.join(f"{s['name']} at {s['stamp_s']:.3f} s: {s['error']}"
+                                 for s in decoded.skipped[:UNDECODABLE_NAMED]))
+    if not len(chosen):
+        raise MapError('no keyframe image could be decoded: nothing to build a map from')
     positions, orientations = compose(table.positions[chosen], table.orientations[chosen],
                                       Pose.from_sequence(config.camera_in_base))
-    manifest = _manifest(table, extractor, config, chosen, positions, descriptors)
+    manifest = _manifest(table, extractor, config, chosen, positions, descriptors,
+                         decoded.skipped)
     database = MapDatabase(manifest, descriptors, positions, orientations,
                            table.stamps_ns[chosen], thumbnails=thumbnails,
                            names=table.names[chosen])
     if out is not None:
-        database.save(out, tool='vpr build-map')
+        database.save(out, tool='vpr build-map', lock_timeout_s=lock_timeout_s)
     return database
+
+
+class DecodableFrames:
+    """The decodable images of the ``chosen`` frames, in order; ``kept`` lists their indices
+    and ``skipped`` the others (name, stamp, error), or the first one raises when ``strict``."""
+
+    def __init__(self, source: FrameSource, table: FrameTable, chosen: np.ndarray,
+                 strict: bool) -> None:
+        self.source, self.table, self.chosen, self.strict = source, table, chosen, strict
+        self.kept: list[int] = []
+        self.skipped: list[dict] = []
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        frames = getattr(self.source, 'frames', None)
+        if frames is not None:
+            stream = frames(self.chosen)
+        else:
+            images = self.source.images(self.chosen)
+            stream = ((int(i), image, None) for i, image in zip(self.chosen, images))
+        for index, image, error in stream:
+            if error is None:
+                self.kept.append(int(index))
+                yield image
+                continue
+            name = str(self.table.names[index])
+            stamp_s = int(self.table.stamps_ns[index]) / 1e9
+            if self.strict:
+                raise UnsupportedImageError(
+                    f'frame {name} (index {index}, stamp {stamp_s:.9f} s) cannot be decoded: '
+                    f'{error} (without --strict / strict=false it is skipped)') from error
+            if len(self.skipped) < UNDECODABLE_NAMED:
+                logger.warning('skipping frame %s (stamp %.9f s): %s', name, stamp_s, error)
+            self.skipped.append({'name': name, 'index': int(index), 'stamp_s': stamp_s,
+                                 'error': str(error)})
 
 
 def choose_frames(table: FrameTable, config: KeyframeConfig) -> np.ndarray:
@@ -111,6 +163,14 @@ def extract_all(images: Iterable[np.ndarray], extractor: DescriptorSource, count
                 ) -> tuple[Descriptors, np.ndarray | None]:
     """Descriptors of ``count`` images in batches of ``config.batch_size`` (progress bar), and
     their thumbnails [count, h, w, 3] when ``config.thumbnail_size`` is set."""
+    result, thumbnails = _extract(images, extractor, count, config, progress)
+    if len(result) != count:
+        raise MapError(f'the source yielded {len(result)} images for {count} chosen frames')
+    return result, thumbnails
+
+
+def _extract(images: Iterable[np.ndarray], extractor: DescriptorSource, total: int,
+             config: BuildConfig, progress: bool) -> tuple[Descriptors, np.ndarray | None]:
     floats, codes, thumbs, batch = [], [], [], []
     keep_floats = config.store in ('both', 'floats') and extractor.descriptor_dim > 0
     keep_codes = config.store in ('both', 'codes') and extractor.code_bits > 0
@@ -118,7 +178,7 @@ def extract_all(images: Iterable[np.ndarray], extractor: DescriptorSource, count
         raise ConfigError(f"store '{config.store}' keeps nothing: the model gives "
                           f'{extractor.descriptor_dim}-d floats and {extractor.code_bits}-bit '
                           'codes')
-    with tqdm(total=count, unit='img', desc='map descriptors', disable=not progress) as bar:
+    with tqdm(total=total, unit='img', desc='map descriptors', disable=not progress) as bar:
         for image in images:
             batch.append(image)
             if config.thumbnail_size[0] > 0:
@@ -130,8 +190,6 @@ def extract_all(images: Iterable[np.ndarray], extractor: DescriptorSource, count
     result = Descriptors(
         _stack(floats, (0, extractor.descriptor_dim), np.float32) if keep_floats else None,
         _stack(codes, (0, extractor.code_bits // 8), np.uint8) if keep_codes else None)
-    if len(result) != count:
-        raise MapError(f'the source yielded {len(result)} images for {count} chosen frames')
     return result, (np.stack(thumbs) if thumbs else None)
 
 
@@ -166,12 +224,13 @@ def model_info(extractor: DescriptorSource) -> tuple[dict, dict]:
 
 
 def _manifest(table: FrameTable, extractor: DescriptorSource, config: BuildConfig,
-              chosen: np.ndarray, positions: np.ndarray,
-              descriptors: Descriptors) -> MapManifest:
+              chosen: np.ndarray, positions: np.ndarray, descriptors: Descriptors,
+              skipped: list[dict]) -> MapManifest:
     model, preprocess = model_info(extractor)
     z_range = float(np.ptp(positions[:, 2])) if len(positions) else 0.0
     source = dict(table.info, frames=int(len(table.stamps_ns)),
-                  frames_without_pose=int((~table.valid).sum()), keyframes=int(len(chosen)))
+                  frames_without_pose=int((~table.valid).sum()), keyframes=int(len(chosen)),
+                  frames_undecodable=len(skipped), undecodable=skipped[:UNDECODABLE_NAMED])
     return MapManifest(
         model_fingerprint=extractor.fingerprint,
         descriptor_dim=extractor.descriptor_dim if descriptors.floats is not None else 0,

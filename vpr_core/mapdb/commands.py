@@ -3,7 +3,7 @@
 Examples::
 
     vpr build-map --images DIR --out MAP [--poses CSV] [--weights W]
-    vpr build-map --bag BAG --image-topic T --pose-topic P --out MAP
+    vpr build-map --bag BAG --image-topic T --pose-topic P --out MAP [--append] [--strict]
     vpr query --map MAP --images DIR [-k 5] [--sequence]
     vpr map-info MAP
 """
@@ -14,12 +14,14 @@ import json
 from pathlib import Path
 
 from vpr_core.config import load_config
-from vpr_core.errors import ConfigError
+from vpr_core.errors import ConfigError, IncompatibleMapError, MapError
 from vpr_core.localization.config import LocalizationConfig
-from vpr_core.mapdb.builder import build_map, BuildConfig
-from vpr_core.mapdb.database import append_to_map, MapDatabase
+from vpr_core.mapdb.builder import build_map, BuildConfig, UNDECODABLE_NAMED
+from vpr_core.mapdb.database import append_to_map, check_pose_kinds, map_exists, MapDatabase
 from vpr_core.mapdb.index import MODES
+from vpr_core.mapdb.manifest import read_manifest
 from vpr_core.mapdb.source import BagSource, ImageFolderSource, LAYOUTS
+from vpr_core.mapdb.storage import resolve_map_dir
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -69,7 +71,15 @@ def _register_build(subparsers) -> None:
     parser.add_argument('--store', choices=('both', 'floats', 'codes'), default=None)
     parser.add_argument('--thumbnails', metavar='HxW', help='store debug thumbnails, e.g. 48x64')
     parser.add_argument('--append', action='store_true',
-                        help='append the new keyframes to the map at --out (atomic)')
+                        help='append the new keyframes to the map at --out (atomic, under the '
+                        "map's lock; created when missing). Both must have measured poses, "
+                        'or both none')
+    parser.add_argument('--strict', action='store_true',
+                        help='abort on an undecodable image (default: skip it, count it and '
+                        'name it in the log and the manifest)')
+    parser.add_argument('--lock-timeout', type=float, default=None, metavar='S',
+                        help="wait at most S seconds for another writer's map lock "
+                        '(default 120)')
     parser.set_defaults(func=run_build)
 
 
@@ -117,20 +127,66 @@ def run_build(args: argparse.Namespace) -> int:
     if args.thumbnails:
         height, _, width = args.thumbnails.lower().partition('x')
         overrides.append(f'thumbnail_size=[{height},{width}]')
+    if args.strict:
+        overrides.append('strict=true')
     config = load_config(BuildConfig, args.config, [*overrides, *args.set])
     extractor = load_extractor(args)
-    if args.append:
-        MapDatabase.load(args.out).check_compatible(extractor.fingerprint)
-    database = build_map(_source(args, config.pose_tolerance_s), extractor, config,
-                         out=None if args.append else args.out,
-                         progress=not args.no_progress)
-    if args.append:
-        database = append_to_map(args.out, database)
-    source = database.manifest.source
-    print(f"map {args.out}: {database.size} places from {source.get('frames', 0)} frames "
-          f"({source.get('frames_without_pose', 0)} without a pose), model "
+    source = _TableOnce(_source(args, config.pose_tolerance_s))
+    if args.append and map_exists(args.out):
+        _check_append(args.out, extractor, source.table(), config)
+    built = build_map(source, extractor, config, out=None if args.append else args.out,
+                      progress=not args.no_progress, lock_timeout_s=args.lock_timeout)
+    database = append_to_map(args.out, built, tool='vpr build-map --append',
+                             lock_timeout_s=args.lock_timeout) if args.append else built
+    info = built.manifest.source
+    added = f' (+{built.size} appended)' if args.append else ''
+    print(f"map {args.out}: {database.size} places{added} from {info.get('frames', 0)} frames "
+          f"({info.get('frames_without_pose', 0)} without a pose{_undecodable(info)}), model "
           f'{database.fingerprint[:16]}, id {database.manifest.map_id}')
     return 0
+
+
+def _undecodable(info: dict) -> str:
+    count = info.get('frames_undecodable', 0)
+    if not count:
+        return ''
+    names = ', '.join(f"{s['name']} at {s['stamp_s']:.3f} s" for s in info['undecodable'])
+    return f'; {count} undecodable skipped: {names}{", ..." if count > UNDECODABLE_NAMED else ""}'
+
+
+class _TableOnce:
+    """A frame source whose table is read once (an append checks it before the build)."""
+
+    def __init__(self, source) -> None:
+        self._source = source
+        self._table = None
+
+    def table(self):
+        if self._table is None:
+            self._table = self._source.table()
+        return self._table
+
+    def images(self, indices):
+        return self._source.images(indices)
+
+    def frames(self, indices):
+        return self._source.frames(indices)
+
+
+def _check_append(out: Path, extractor, table, config: BuildConfig) -> None:
+    """Refuse an append before the descriptors are computed when it cannot succeed (the
+    append itself checks again under the map's lock)."""
+    manifest = read_manifest(resolve_map_dir(out))
+    if manifest.model_fingerprint != extractor.fingerprint:
+        raise IncompatibleMapError(
+            f'map {out} was built by model {manifest.model_fingerprint}, but the model in use '
+            f'is {extractor.fingerprint}; append with the matching weights')
+    frame_id = config.frame_id or table.frame_id
+    if frame_id != manifest.frame_id:
+        raise MapError(f"cannot append frames posed in frame '{frame_id}' to map {out} in "
+                       f"frame '{manifest.frame_id}' (add --set frame_id={manifest.frame_id} if "
+                       'the poses really are in that frame)')
+    check_pose_kinds(manifest, table.synthetic_poses, int(table.valid.sum()), out)
 
 
 def run_query(args: argparse.Namespace) -> int:

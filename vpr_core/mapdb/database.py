@@ -11,12 +11,14 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from vpr_core.descriptors import Descriptors
 from vpr_core.errors import IncompatibleMapError, MapError
 from vpr_core.mapdb import storage
 from vpr_core.mapdb.index import PlaceIndex, SearchConfig, SearchHits, structure_key
+from vpr_core.mapdb.lock import map_write_lock
 from vpr_core.mapdb.manifest import MapManifest, creation_info, map_id_of, read_manifest
 from vpr_core.mapdb.match import PlaceMatch
 
@@ -128,33 +130,51 @@ class MapDatabase:
                 raise IncompatibleMapError(f'map{where} has {name} {have}, the model gives {want}')
 
     def append(self, other: 'MapDatabase') -> 'MapDatabase':
-        """A new map holding these places then ``other``'s; clashing place ids are renumbered."""
+        """A new map holding these places then ``other``'s; clashing place ids are renumbered.
+
+        Both maps must come from the same model and frame, and both have measured poses or
+        both synthetic ones (then ``other``'s index positions continue after this map's): a
+        place at a made-up position in a real frame would give a wrong pose prior, and the
+        manifest's one ``synthetic_poses`` flag cannot mark only some places.
+        """
         other_manifest = other.manifest
         self.check_compatible(other.fingerprint, other_manifest.descriptor_dim,
                               other_manifest.code_bits)
         if other_manifest.frame_id != self.manifest.frame_id:
             raise MapError(f"cannot append places posed in frame '{other_manifest.frame_id}' to "
                            f"a map in frame '{self.manifest.frame_id}'")
+        positions = self._check_poses_match(other)
         ids = other.place_ids
         if self.size and np.intersect1d(ids, self.place_ids).size:
             ids = ids - ids.min() + self.place_ids.max() + 1
         joined = {name: _concat(getattr(self, name), getattr(other, name), name)
-                  for name in ('floats', 'codes', 'positions', 'orientations', 'stamps_ns',
-                               'thumbnails', 'names')}
+                  for name in ('floats', 'codes', 'orientations', 'stamps_ns')}
         source = dict(self.manifest.source)
         source['appended'] = [*source.get('appended', []), other_manifest.source]
-        synthetic = self.manifest.synthetic_poses or other_manifest.synthetic_poses
-        manifest = self.manifest.with_changes(source=source, synthetic_poses=synthetic,
-                                              planar=self.manifest.planar and
+        manifest = self.manifest.with_changes(source=source, planar=self.manifest.planar and
                                               other_manifest.planar)
         return MapDatabase(manifest,
-                           Descriptors(joined['floats'], joined['codes']), joined['positions'],
+                           Descriptors(joined['floats'], joined['codes']),
+                           np.concatenate([self.positions, positions]),
                            joined['orientations'], joined['stamps_ns'],
-                           np.concatenate([self.place_ids, ids]), joined['thumbnails'],
-                           joined['names'], self.path)
+                           np.concatenate([self.place_ids, ids]),
+                           _join_thumbnails(self.thumbnails, other.thumbnails, other.size),
+                           _join_names(self, other), self.path)
 
-    def save(self, path: str | Path, tool: str = 'vpr_core') -> None:
-        """Write the map to directory ``path`` atomically (an old map there is replaced)."""
+    def _check_poses_match(self, other: 'MapDatabase') -> np.ndarray:
+        """``other``'s positions as appended (synthetic ones continue this map's index)."""
+        check_pose_kinds(self.manifest.with_changes(num_places=self.size),
+                         other.manifest.synthetic_poses, other.size, self.path)
+        positions = np.array(other.positions)
+        if self.manifest.synthetic_poses and other.manifest.synthetic_poses and self.size \
+                and other.size:
+            positions[:, 0] += self.positions[:, 0].max() + 1.0 - positions[:, 0].min()
+        return positions
+
+    def save(self, path: str | Path, tool: str = 'vpr_core', *,
+             lock_timeout_s: float | None = None) -> None:
+        """Write the map to directory ``path`` atomically (an old map there is replaced),
+        holding the map's write lock (waiting up to ``lock_timeout_s``)."""
         path = Path(path)
 
         def fill(tmp: Path) -> None:
@@ -169,7 +189,7 @@ class MapDatabase:
             storage.write_text(tmp, storage.MANIFEST, manifest.to_json())
             self.manifest = manifest
 
-        storage.write_map_dir(path, fill)
+        storage.write_map_dir(path, fill, lock_timeout_s=lock_timeout_s)
         self.path = path
         logger.info('saved map %s: %d places (id %s)', path, self.size, self.manifest.map_id)
 
@@ -225,16 +245,74 @@ def _concat(a: np.ndarray | None, b: np.ndarray | None, name: str) -> np.ndarray
     if a is None and b is None:
         return None
     if (a is None) != (b is None):
-        raise MapError(f'cannot append: only one of the two maps has {name}')
+        raise MapError(f'cannot append: only one of the two maps has {name} (build both with '
+                       'the same --store)')
     return np.concatenate([np.asarray(a), np.asarray(b)])
 
 
-def append_to_map(path: str | Path, addition: MapDatabase) -> MapDatabase:
+def _join_thumbnails(mine: np.ndarray | None, theirs: np.ndarray | None, count: int
+                     ) -> np.ndarray | None:
+    """Debug thumbnails of a merged map: this map's size rules; missing ones are black."""
+    if mine is None:
+        if theirs is not None:
+            logger.warning('the map has no thumbnails: the %d appended ones are dropped', count)
+        return None
+    height, width = mine.shape[1:3]
+    if theirs is None:
+        theirs = np.zeros((count, *mine.shape[1:]), mine.dtype)
+    elif theirs.shape[1:3] != (height, width):
+        theirs = np.stack([cv2.resize(np.ascontiguousarray(t), (width, height),
+                                      interpolation=cv2.INTER_AREA) for t in theirs])
+    return np.concatenate([np.asarray(mine), theirs.astype(mine.dtype, copy=False)])
+
+
+def _join_names(mine: MapDatabase, theirs: MapDatabase) -> np.ndarray | None:
+    """Frame names of a merged map ('' for places of a map that stored none)."""
+    if mine.names is None and theirs.names is None:
+        return None
+    parts = [m.names if m.names is not None else np.full(m.size, '', dtype=str)
+             for m in (mine, theirs)]
+    return np.concatenate([np.asarray(p, dtype=str) for p in parts])
+
+
+def check_pose_kinds(manifest: MapManifest, synthetic: bool, count: int,
+                     path: str | Path | None = None) -> None:
+    """Refuse to append ``count`` places with ``synthetic`` poses to a map (``manifest``)
+    whose poses are of the other kind: measured and made-up poses cannot share a map."""
+    where = f' {path}' if path else ''
+    if not manifest.num_places or not count or synthetic == manifest.synthetic_poses:
+        return
+    if synthetic:
+        raise MapError(
+            f'cannot append {count} places without poses (synthetic: 1 m per image along x) '
+            f"to map{where}, whose places are posed in frame '{manifest.frame_id}': they "
+            'would sit at made-up positions of a real frame. Give the images poses (--poses '
+            'CSV, the VG layout, or --pose-topic with --bag) or build them into a map of '
+            'their own')
+    raise MapError(
+        f'cannot append {count} posed places to map{where}, whose poses are synthetic (1 m '
+        'per image along x, built without poses): rebuild that map with poses, or build the '
+        'posed places into a map of their own')
+
+
+def map_exists(path: str | Path) -> bool:
+    """True when ``path`` holds a map (or the backup of an interrupted save)."""
+    try:
+        storage.resolve_map_dir(path)
+    except MapError:
+        return False
+    return True
+
+
+def append_to_map(path: str | Path, addition: MapDatabase, *, tool: str = 'append',
+                  lock_timeout_s: float | None = None) -> MapDatabase:
     """Append ``addition``'s places to the map at ``path`` atomically; returns the new map.
 
-    The whole map is rewritten into a temporary sibling and swapped in, so a crash leaves
-    either the old or the new map, never a mix.
+    Load, merge and write happen under the map's write lock, so concurrent appends keep every
+    place; a missing map is created. The whole map is rewritten into a temporary sibling and
+    swapped in, so a crash leaves either the old or the new map, never a mix.
     """
-    merged = MapDatabase.load(path).append(addition)
-    merged.save(path, tool='append')
+    with map_write_lock(path, timeout_s=lock_timeout_s, purpose=tool):
+        merged = MapDatabase.load(path).append(addition) if map_exists(path) else addition
+        merged.save(path, tool=tool)
     return merged

@@ -15,7 +15,7 @@ from typing import Iterator, Protocol, Sequence
 import numpy as np
 
 from vpr_core import bags
-from vpr_core.errors import ConfigError
+from vpr_core.errors import ConfigError, UnsupportedImageError
 from vpr_core.evaluation.datasets import list_images, parse_utm
 from vpr_core.image import load_image_file
 from vpr_core.mapdb.pose import (interpolate_poses, normalise_quaternions, quaternions_from_yaw)
@@ -24,6 +24,8 @@ logger = logging.getLogger(__name__)
 
 LAYOUTS = ('auto', 'csv', 'vg', 'sequence')
 _NAME_COLUMNS = ('name', 'image', 'file', 'filename', 'path')
+# (frame index, RGB image or None, why it could not be decoded or None)
+DecodedFrame = tuple[int, np.ndarray | None, UnsupportedImageError | None]
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,12 @@ class FrameTable:
 
 
 class FrameSource(Protocol):
-    """What the map builder reads frames from."""
+    """What the map builder reads frames from.
+
+    A source may also offer ``frames(indices) -> Iterator[DecodedFrame]``: like ``images``,
+    but an undecodable frame is yielded with its error (image None) instead of raising, so a
+    build can skip it and go on (both sources here do).
+    """
 
     def table(self) -> FrameTable:
         """All frames with stamps and poses (no pixels)."""
@@ -108,6 +115,15 @@ class ImageFolderSource:
         for i in indices:
             yield load_image_file(self.files[int(i)])
 
+    def frames(self, indices: Sequence[int]) -> Iterator[DecodedFrame]:
+        for i in indices:
+            try:
+                image = load_image_file(self.files[int(i)])
+            except UnsupportedImageError as exc:
+                yield int(i), None, exc
+            else:
+                yield int(i), image, None
+
 
 class BagSource:
     """Images of ``image_topic`` in a rosbag2, posed by ``pose_topic`` interpolated to the image
@@ -142,6 +158,10 @@ class BagSource:
     def images(self, indices: Sequence[int]) -> Iterator[np.ndarray]:
         for _, image in bags.iter_images(self.path, self.image_topic, indices):
             yield image
+
+    def frames(self, indices: Sequence[int]) -> Iterator[DecodedFrame]:
+        for frame in bags.iter_image_frames(self.path, self.image_topic, indices):
+            yield frame.index, frame.image, frame.error
 
 
 def _all_utm(files: Sequence[Path]) -> bool:

@@ -133,10 +133,17 @@ def test_recorder_keeps_keyframes_and_saves_atomically_with_append(tmp_path):
     first = recorder.save(tmp_path / 'map')
     assert first.size == 10 and first.manifest.frame_id == 'odom'
     assert np.isclose(first.positions[1, 0], 2.0 + 0.5) and np.isclose(first.positions[1, 2], 1)
-    second = recorder.save(tmp_path / 'map')            # appends what it holds again
+    assert recorder.save(tmp_path / 'map') is None      # nothing new: no duplicate places
+    for i in range(30, 33):
+        recorder.add(rng.integers(0, 255, (24, 40, 3), dtype=np.uint8), i * 10**8,
+                     Pose((2.0 * i, 0.0, 0.0)))
+    second = recorder.save(tmp_path / 'map')            # appends only the new keyframes
     loaded = MapDatabase.load(tmp_path / 'map', expected_fingerprint=SOURCE.fingerprint)
-    assert loaded.size == second.size == 20 and loaded.thumbnails.shape == (20, 8, 16, 3)
+    assert loaded.size == second.size == 13 and loaded.thumbnails.shape == (13, 8, 16, 3)
+    assert list(loaded.names[-3:]) == [f'camera0@{i * 10**8}' for i in range(30, 33)]
     with pytest.raises(MapError, match="frame 'map'"):
         other = MapRecorder(SOURCE, config, frame_id='map')
         other.add(image, 0, Pose())
         other.save(tmp_path / 'map')
+    with pytest.raises(MapError, match="frame 'odom'.*set map_frame"):   # checked up front
+        MapRecorder(SOURCE, config, frame_id='map', path=tmp_path / 'map')

@@ -83,8 +83,14 @@ def test_build_map_from_a_bag_and_append(workspace, capsys):
     database = MapDatabase.load(out)
     assert database.size == 5 and np.allclose(np.diff(database.positions[:, 0]), 8.0)
     assert '5 places from 10 frames (0 without a pose)' in capsys.readouterr().out
+    # without --pose-topic the frames have no poses: refused, the map is untouched
     assert main(['build-map', '--bag', str(bag), '--image-topic', '/cam', '--out', str(out),
-                 '--weights', str(weights), '--no-progress', '--append']) == 0
+                 '--weights', str(weights), '--no-progress', '--append']) == 2
+    assert 'without poses' in capsys.readouterr().err and MapDatabase.load(out).size == 5
+    assert main(['build-map', '--bag', str(bag), '--image-topic', '/cam', '--pose-topic',
+                 '/odom', '--out', str(out), '--weights', str(weights), '--no-progress',
+                 '--append']) == 0
+    assert '15 places (+10 appended) from 10 frames' in capsys.readouterr().out
     appended = MapDatabase.load(out)
     assert appended.size == 15 and len(set(appended.place_ids)) == 15
     assert main(['build-map', '--bag', str(bag), '--out', str(out), '--weights',

@@ -15,14 +15,14 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 from tqdm import tqdm
 
 from vpr_core import bags
 from vpr_core.config import to_dict
-from vpr_core.errors import BagError, ConfigError, UnsupportedImageError
+from vpr_core.errors import BagError, ConfigError
 from vpr_core.evaluation.bag_report import score_frames
 from vpr_core.evaluation.bag_truth import GroundTruth, index_truth, radius_truth
 from vpr_core.localization.config import LocalizationConfig
@@ -137,47 +137,30 @@ def odometry_at(bag: Path, topic: str | None, stamps_ns: np.ndarray,
 def localize_frames(bag: Path, topic: str, stamps_ns: np.ndarray, recognizer: PlaceRecognizer,
                     odometry: Sequence[Pose | None], progress: bool = True
                     ) -> list[FrameRecord]:
-    """One record per message of ``topic``, in bag order; undecodable frames are recorded
-    with their error and the stream resumes at the next message."""
+    """One record per message of ``topic``, in bag order; an undecodable frame is recorded
+    with its error (and a warning) and the stream goes on with the next message."""
     records: list[FrameRecord] = []
-    total = len(stamps_ns)
-    with tqdm(total=total, unit='frame', desc='bag frames', disable=not progress) as bar:
-        while len(records) < total:
-            start = len(records)
-            wanted = None if start == 0 else range(start, total)
-            try:
-                _localize_stream(bags.iter_images(bag, topic, wanted), stamps_ns, recognizer,
-                                 odometry, records, bar)
-            except UnsupportedImageError as exc:
-                # the failing message is the one after the last record (bag order, none skipped)
-                logger.warning('frame %d of %s: %s (skipped)', start, topic, exc)
-                records.append(FrameRecord(len(records), int(stamps_ns[len(records)]), None,
-                                           0.0, 0.0, 0.0, str(exc)))
-                bar.update(1)
-            else:
-                if len(records) < total:
-                    raise BagError(f"topic '{topic}' in {bag} gave {len(records)} images for "
-                                   f'{total} messages')
-    return records
-
-
-def _localize_stream(frames: Iterable[tuple[int, np.ndarray]], stamps_ns: np.ndarray,
-                     recognizer: PlaceRecognizer, odometry: Sequence[Pose | None],
-                     records: list[FrameRecord], bar) -> None:
-    iterator = iter(frames)
-    while True:
+    with tqdm(total=len(stamps_ns), unit='frame', desc='bag frames', disable=not progress) as bar:
         tic = time.perf_counter()
-        item = next(iterator, None)
-        if item is None:
-            return
-        index, image = item
-        decoded = time.perf_counter()
-        descriptors = recognizer.extractor.extract([image])
-        extracted = time.perf_counter()
-        result = recognizer.process(descriptors, int(stamps_ns[index]), odometry[index])
-        records.append(FrameRecord(index, int(stamps_ns[index]), result, decoded - tic,
-                                   extracted - decoded, time.perf_counter() - extracted))
-        bar.update(1)
+        for frame in bags.iter_image_frames(bag, topic):
+            index = frame.index
+            decoded = time.perf_counter()
+            if frame.error is not None:
+                logger.warning('frame %d of %s: %s (skipped)', index, topic, frame.error)
+                records.append(FrameRecord(index, int(stamps_ns[index]), None,
+                                           decoded - tic, 0.0, 0.0, str(frame.error)))
+            else:
+                descriptors = recognizer.extractor.extract([frame.image])
+                extracted = time.perf_counter()
+                result = recognizer.process(descriptors, int(stamps_ns[index]), odometry[index])
+                records.append(FrameRecord(index, int(stamps_ns[index]), result, decoded - tic,
+                                           extracted - decoded, time.perf_counter() - extracted))
+            bar.update(1)
+            tic = time.perf_counter()
+    if len(records) != len(stamps_ns):
+        raise BagError(f"topic '{topic}' in {bag} gave {len(records)} images for "
+                       f'{len(stamps_ns)} messages')
+    return records
 
 
 def usable_recall_values(values: Sequence[int], top_k: int) -> tuple[int, ...]:

@@ -4,12 +4,16 @@ Index-aligned folders (sorted file names give the index) or rosbag2 recordings (
 gives the index)::
 
     vpr evaluate --database DIR --queries DIR --tolerance 1 [--sequence-length 10]
-                 [--mode float|hash|rerank] [--weights W] --out OUT
+                 [--mode float|hash|rerank] [--weights W] [--set localization.KEY=VALUE]
+                 --out OUT
 
 or a VG-benchmark split (``--vg-root ROOT --split test``, 25 m positives), or two rosbag2
 recordings whose poses give the positives (``--pose-topic /odom --radius-m 25``). Without
-``--weights`` the bundled default model is used. Writes ``OUT/report.json`` (``recall_at``,
-``sequence_recall_at``, ``pr``, ``latency_ms``, ``baseline``, ...), CSV tables and PNG plots.
+``--weights`` the bundled default model is used. With ``--sequence-length`` the queries also
+go through the node's stream localizer with the node's defaults (``--config`` / ``--set`` as
+in ``vpr bag-eval``), so ``sequence_recall_at`` and ``accepted`` are the figures the node gives
+on these frames. Writes ``OUT/report.json`` (``recall_at``, ``sequence_recall_at``,
+``accepted``, ``pr``, ``latency_ms``, ``baseline``, ...), CSV tables and PNG plots.
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ from pathlib import Path
 
 from vpr_core.descriptors import RERANK_K
 from vpr_core.errors import ConfigError
+from vpr_core.evaluation.bag_commands import localization_config
 from vpr_core.evaluation.datasets import (EvalSet, load_bag_poses, load_index_aligned,
                                           load_vg_benchmark)
 from vpr_core.evaluation.evaluator import evaluate, EvalOptions
@@ -27,7 +32,6 @@ from vpr_core.evaluation.metrics import DEFAULT_RECALL_VALUES
 from vpr_core.evaluation.plot import plot_report
 from vpr_core.evaluation.report import format_table, write_report
 from vpr_core.evaluation.search import MODES
-from vpr_core.localization.hubness import DEFAULT_HUBNESS_K
 
 logger = logging.getLogger(__name__)
 
@@ -66,13 +70,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument('--rerank-k', type=int, default=RERANK_K,
                         help=f'Hamming candidates re-ranked (default {RERANK_K})')
     parser.add_argument('--sequence-length', type=int, default=None,
-                        help='also report sequence-filtered recall over L frames')
-    parser.add_argument('--contrast-window', type=int, default=0,
-                        help='SeqSLAM local contrast window in places (0: off)')
-    parser.add_argument('--hubness-k', type=int, default=DEFAULT_HUBNESS_K,
-                        help='sequence filter: charge every place the mean of its K smallest '
-                             f'distances to the queries so far (default {DEFAULT_HUBNESS_K}; '
-                             '0: off)')
+                        help='also localize the queries as a stream (the node\'s localizer) '
+                             'over windows of L frames')
+    parser.add_argument('--config', type=Path, help='stream localizer settings: YAML of '
+                        'LocalizationConfig fields or a vpr_node parameter file')
+    parser.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
+                        help='localizer override, e.g. localization.sequence.hubness_k=3 '
+                             '(repeatable)')
     parser.add_argument('--recall-values', type=int, nargs='+',
                         default=list(DEFAULT_RECALL_VALUES))
     parser.add_argument('--batch-size', type=int, default=16)
@@ -99,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     options = EvalOptions(mode=mode, rerank_k=args.rerank_k,
                           recall_values=tuple(sorted(set(args.recall_values))),
                           sequence_length=args.sequence_length,
-                          contrast_window=args.contrast_window, hubness_k=args.hubness_k,
+                          localization=localization_config(args.config, args.set),
                           batch_size=args.batch_size,
                           progress=not args.no_progress)
     report = evaluate(extractor, evalset, options, with_baseline=not args.no_baseline)

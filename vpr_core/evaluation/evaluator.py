@@ -1,8 +1,10 @@
 """Evaluate a model (and the pixel baseline) on an :class:`EvalSet`.
 
-Single-frame recall@N, optional sequence-filtered recall@N (SeqSLAM-style matching over the
-query-by-database distance matrix), a precision-recall curve of the accepted top-1 matches,
-latency per stage and descriptor bytes per image. Results are plain dicts, ready for JSON.
+Single-frame recall@N, optional sequence figures (the model's from the node's own stream
+localizer, :mod:`~vpr_core.evaluation.stream`; the pixel baseline's from offline SeqSLAM-style
+matching over its distance matrix, a reference), a precision-recall curve of the top-1
+matches, latency per stage and descriptor bytes per image. Results are plain dicts, ready for
+JSON.
 """
 from __future__ import annotations
 
@@ -20,9 +22,11 @@ from vpr_core.bags import iter_images
 from vpr_core.evaluation.datasets import BagFrame, EvalSet, Frame
 from vpr_core.evaluation.metrics import (DEFAULT_RECALL_VALUES, percentiles_ms,
                                          precision_recall, recall_at, top1_correct)
-from vpr_core.evaluation.search import distance_matrix, Mode, rank
+from vpr_core.evaluation.search import Mode, rank
 from vpr_core.image import load_image_file
-from vpr_core.localization.hubness import DEFAULT_HUBNESS_K, reduce_hubness
+from vpr_core.evaluation.stream import stream_section
+from vpr_core.localization.config import LocalizationConfig
+from vpr_core.localization.hubness import reduce_hubness
 from vpr_core.localization.sequence import sequence_score_matrix
 
 logger = logging.getLogger(__name__)
@@ -30,15 +34,15 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class EvalOptions:
-    """How to evaluate. ``sequence_length`` None: single-frame only. ``hubness_k``: online
-    hubness reduction before sequence matching (0: off); single-frame recall never uses it."""
+    """How to evaluate. ``sequence_length`` None: single-frame only; else the queries are
+    also localized as a stream over windows of that length with ``localization`` (the node's
+    settings; its sequence length is replaced)."""
 
     mode: Mode = 'float'
     rerank_k: int = RERANK_K
     recall_values: tuple[int, ...] = DEFAULT_RECALL_VALUES
     sequence_length: int | None = None
-    contrast_window: int = 0
-    hubness_k: int = DEFAULT_HUBNESS_K
+    localization: LocalizationConfig = LocalizationConfig()
     batch_size: int = 16
     progress: bool = True
 
@@ -130,8 +134,10 @@ def score_descriptors(db: Descriptors, queries: Descriptors, evalset: EvalSet,
     section.update(_scored(ranking.indices, ranking.distances[:, 0], evalset, options))
     if options.sequence_length:
         tic = time.perf_counter()
-        matrix = distance_matrix(db, queries, options.mode, options.rerank_k)
-        section.update(_sequence_section(matrix, evalset, options))
+        section.update(stream_section(
+            db, queries, evalset, mode=options.mode, sequence_length=options.sequence_length,
+            recall_values=options.recall_values, rerank_k=options.rerank_k,
+            config=options.localization, progress=options.progress))
         section['latency_ms']['sequence'] = percentiles_ms(
             [(time.perf_counter() - tic) / max(len(evalset.queries), 1)])
     return section
@@ -169,17 +175,21 @@ def _scored(indices: np.ndarray, best_distance: np.ndarray, evalset: EvalSet,
 
 
 def _sequence_section(matrix: np.ndarray, evalset: EvalSet, options: EvalOptions) -> dict:
+    """The pixel baseline's sequence figures: offline matching over its whole distance matrix
+    with the window, contrast and hubness settings of ``options.localization``."""
     if not evalset.sequential:
         logger.warning('sequence filtering on a set that is not ordered along a route')
-    if options.hubness_k:
-        matrix = reduce_hubness(matrix, options.hubness_k)
+    sequence = options.localization.sequence
+    if sequence.hubness_k:
+        matrix = reduce_hubness(matrix, sequence.hubness_k)
     scores = sequence_score_matrix(matrix, options.sequence_length,
-                                   contrast_window=options.contrast_window)
+                                   velocities=sequence.velocities,
+                                   contrast_window=sequence.contrast_window)
     depth = min(max(options.recall_values), scores.shape[1])
     order = np.argsort(scores, axis=1, kind='stable')[:, :depth]
     best = scores[np.arange(len(scores)), order[:, 0]]
     scored = _scored(order, best, evalset, options)
-    return {'sequence_length': options.sequence_length, 'hubness_k': options.hubness_k,
+    return {'sequence_length': options.sequence_length, 'hubness_k': sequence.hubness_k,
             'sequence_recall_at': scored['recall_at'], 'sequence_pr': scored['pr'],
             'sequence_matches': scored['matches'],
             'sequence_match_correct': scored['match_correct']}

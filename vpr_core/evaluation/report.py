@@ -73,8 +73,15 @@ def format_table(report: dict) -> str:
                  f"{pr.get('recall_at_100_precision', float('nan')):.3f}")
     if 'sequence_length' in report:
         hubness = report.get('hubness_k') or 0
-        lines.append(f"sequence filter: last {report['sequence_length']} frames, "
-                     + (f'hubness reduction k {hubness}' if hubness else 'no hubness reduction'))
+        lines.append(f"model_sequence: the node's localizer, last {report['sequence_length']} "
+                     'frames, ' + (f'hubness reduction k {hubness}' if hubness else
+                                   'no hubness reduction'))
+        accepted = report.get('accepted') or {}
+        if accepted:
+            precision, recall = (('n/a' if value is None else f'{value:.3f}') for value in
+                                 (accepted['precision'], accepted['recall']))
+            lines.append(f"accepted {accepted['count']} ({accepted['correct']} correct): "
+                         f'precision {precision}, recall {recall}')
     return '\n'.join(lines)
 
 

@@ -52,12 +52,15 @@ def test_vpr_evaluate_writes_the_report_contract(route, tiny_weights, tmp_path, 
     assert code == 0
     report = json.loads((out / 'report.json').read_text())
     assert set(report['recall_at']) == {'1', '5', '10', '20', '100'}
-    assert set(report['sequence_recall_at']) == set(report['recall_at'])
+    assert set(report['sequence_recall_at']) == {'1', '5', '10'}     # up to the node's top_k
     assert all(0.0 <= v <= 1.0 for v in report['recall_at'].values())
     assert report['recall_at']['20'] == 1.0            # 12 frames: everything is in the top 20
     assert report['baseline']['recall_at']['1'] == 1.0  # brightness shift only
     assert report['mode'] == mode
-    assert report['sequence_length'] == 3 and report['hubness_k'] == 3    # the default
+    assert report['sequence_length'] == 3 and report['hubness_k'] == 0    # the node's default
+    assert report['localization']['sequence']['length'] == 3
+    assert report['localization']['sequence']['contrast_window'] == 20
+    assert 0 <= report['accepted']['correct'] <= report['accepted']['count'] <= 12
     assert {'search', 'extract', 'decode', 'sequence'} <= set(report['latency_ms'])
     expected_bytes = {'float': 32 * 4, 'hash': 32 // 8, 'rerank': 32 * 4 + 32 // 8}
     assert report['descriptor_bytes_per_image'] == expected_bytes[mode]
@@ -65,7 +68,8 @@ def test_vpr_evaluate_writes_the_report_contract(route, tiny_weights, tmp_path, 
     for name in ('recall.csv', 'pr.csv', 'matches.csv', 'recall.png', 'pr.png', 'matches.png'):
         assert (out / name).stat().st_size > 0
     printed = capsys.readouterr().out
-    assert 'R@1' in printed and 'last 3 frames, hubness reduction k 3' in printed
+    assert 'R@1' in printed and "the node's localizer, last 3 frames" in printed
+    assert 'accepted ' in printed and 'precision' in printed
 
 
 def test_vpr_evaluate_needs_a_data_source(tiny_weights, tmp_path, capsys):

@@ -51,6 +51,7 @@ class MapDatabase:
         self.path = path
         self._indexes: dict[SearchConfig, PlaceIndex] = {}
         self._check(manifest, count)
+        self._spacing_m = _median_spacing(self.positions)
         metric = 'cosine' if self.floats is not None else 'hamming'
         self.manifest = manifest.with_changes(num_places=count, metric=metric)
 
@@ -71,12 +72,9 @@ class MapDatabase:
 
     @property
     def keyframe_spacing_m(self) -> float:
-        """Median distance between consecutive places (1.0 when it cannot be measured)."""
-        if self.size < 2:
-            return 1.0
-        steps = np.linalg.norm(np.diff(self.positions, axis=0), axis=1)
-        steps = steps[steps > 1e-6]
-        return float(np.median(steps)) if len(steps) else 1.0
+        """Median distance between consecutive places (1.0 when it cannot be measured);
+        measured once when the map is made, since the localizer reads it on every frame."""
+        return self._spacing_m
 
     def memory_bytes(self) -> dict[str, int]:
         """Bytes held per array (the search index adds its own, see ``bench/retrieval.py``)."""
@@ -233,6 +231,14 @@ class MapDatabase:
             array = getattr(self, name)
             if array is not None and len(array) != count:
                 raise MapError(f'{name} has {len(array)} rows, the map has {count} places')
+
+
+def _median_spacing(positions: np.ndarray) -> float:
+    if len(positions) < 2:
+        return 1.0
+    steps = np.linalg.norm(np.diff(positions, axis=0), axis=1)
+    steps = steps[steps > 1e-6]
+    return float(np.median(steps)) if len(steps) else 1.0
 
 
 def _cast_floats(floats: np.ndarray | None, dtype: str) -> np.ndarray | None:

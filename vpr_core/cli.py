@@ -11,6 +11,8 @@ import sys
 from importlib import import_module
 from typing import Sequence
 
+import cv2
+
 from vpr_core.errors import VPRError
 
 COMMAND_MODULES = (
@@ -33,7 +35,11 @@ def build_parser(extra_modules: Sequence[str] = ()) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None, extra_modules: Sequence[str] = ()) -> int:
-    """Run one ``vpr`` sub-command; a :class:`VPRError` becomes a one-line message, exit 2."""
+    """Run one ``vpr`` sub-command; a :class:`VPRError` becomes a one-line message, exit 2.
+
+    So does a ``cv2.error`` that escaped a decoder (the decoders turn the ones they expect
+    into UnsupportedImageError): the user gets its first line, not a traceback.
+    """
     args = build_parser(extra_modules).parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format='%(levelname)s %(name)s: %(message)s')
@@ -41,4 +47,9 @@ def main(argv: Sequence[str] | None = None, extra_modules: Sequence[str] = ()) -
         return int(args.func(args) or 0)
     except VPRError as exc:
         print(f'vpr {args.command}: error: {exc}', file=sys.stderr)
+        return 2
+    except cv2.error as exc:
+        first = (str(exc).strip().splitlines() or ['unknown error'])[0]
+        print(f'vpr {args.command}: error: OpenCV could not process an image: {first}',
+              file=sys.stderr)
         return 2

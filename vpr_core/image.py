@@ -3,10 +3,17 @@
 The ROS node (rclpy messages) and the bag reader (rosbags messages) both hand the raw fields
 of a ``sensor_msgs/Image`` or ``CompressedImage`` to these functions, so every encoding is
 handled once. Colour conversions follow cv_bridge (including its Bayer naming).
+
+Every decoder refuses an image larger than ``max_pixels`` (width x height) with
+:class:`UnsupportedImageError` *before* allocating it: a raw image by its message fields, a
+compressed one by its own header (JPEG SOF, PNG IHDR), read here with a few bytes of
+``struct`` parsing. A 933-byte JPEG may claim 65000 x 65000 pixels; OpenCV would try to
+allocate 12 GB (or raise ``cv2.error``). No ``cv2.error`` escapes a decoder either.
 """
 from __future__ import annotations
 
 from pathlib import Path
+import struct
 
 import cv2
 import numpy as np
@@ -40,15 +47,27 @@ _RAW = {
     'yuyv': (2, np.uint8, cv2.COLOR_YUV2RGB_YUY2),
 }
 SUPPORTED_ENCODINGS = tuple(_RAW)
+# 50 MP covers 8K video (7680 x 4320 = 33 MP) and 48 MP photo sensors (8000 x 6000) while an
+# RGB8 copy stays at 150 MB; a header claiming more is refused unread. Raise it
+# (``max_pixels=``, the node's ``max_image_pixels``) for larger imagery.
+DEFAULT_MAX_IMAGE_PIXELS = 50_000_000
+_PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+_JPEG_SIGNATURE = b'\xff\xd8'
+# SOF0..SOF15 carry the frame size; C4 (DHT), C8 (JPG) and CC (DAC) share the range but do not.
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+# Markers without a length field: TEM, RST0..RST7.
+_JPEG_STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})
 _ENCODABLE = ('rgb8', 'bgr8', 'rgba8', 'bgra8', 'mono8', 'mono16')
 
 
 def decode_raw(encoding: str, height: int, width: int, step: int, is_bigendian: bool,
-               data: bytes | bytearray | memoryview | np.ndarray) -> np.ndarray:
+               data: bytes | bytearray | memoryview | np.ndarray, *,
+               max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
     """Decode the fields of a ``sensor_msgs/Image`` into an RGB image [H, W, 3] uint8.
 
     Row padding (``step``) and big-endian 16-bit data are honoured; 16-bit values are scaled
-    to 8 bits over their full range, as cv_bridge does.
+    to 8 bits over their full range, as cv_bridge does. More than ``max_pixels`` pixels:
+    UnsupportedImageError.
     """
     if encoding not in _RAW:
         raise UnsupportedImageError(
@@ -57,6 +76,7 @@ def decode_raw(encoding: str, height: int, width: int, step: int, is_bigendian: 
     channels, dtype, conversion = _RAW[encoding]
     if height <= 0 or width <= 0:
         raise UnsupportedImageError(f'image has zero size ({width}x{height})')
+    check_pixels(width, height, max_pixels, f'{encoding} image')
     itemsize = np.dtype(dtype).itemsize
     row_bytes = width * channels * itemsize
     if step < row_bytes:
@@ -75,25 +95,87 @@ def decode_raw(encoding: str, height: int, width: int, step: int, is_bigendian: 
     return _to_rgb8(pixels, conversion)
 
 
-def decode_compressed(format: str, data: bytes | bytearray | memoryview | np.ndarray
-                      ) -> np.ndarray:
+def decode_compressed(format: str, data: bytes | bytearray | memoryview | np.ndarray, *,
+                      max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
     """Decode a ``sensor_msgs/CompressedImage`` (jpeg or png) into RGB [H, W, 3] uint8.
 
     ``format`` is the message field, e.g. ``'jpeg'`` or ``'rgb8; jpeg compressed bgr8'``; the
     part after 'compressed' names the channel order of the payload (bgr unless it says rgb).
+    The payload must be JPEG or PNG (what image_transport's compressed plugin sends: the
+    formats whose size is checked against ``max_pixels`` before decoding).
     """
     text = (format or '').lower()
     if 'compresseddepth' in text.replace(' ', ''):
         raise UnsupportedImageError('compressedDepth images are depth maps, not camera images')
-    buffer = np.frombuffer(data, dtype=np.uint8) if not isinstance(data, np.ndarray) \
-        else data.reshape(-1).view(np.uint8)
+    buffer = _byte_array(data)
     if buffer.size == 0:
         raise UnsupportedImageError('compressed image has no data')
-    image = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
-    if image is None or image.size == 0:
-        raise UnsupportedImageError(f"cannot decode compressed image (format '{format}')")
-    payload_rgb = 'compressed rgb' in text
-    return _decoded_to_rgb8(image, payload_rgb)
+    what = f"compressed image (format '{format}')"
+    size = compressed_size(buffer, what)
+    if size is None:
+        raise UnsupportedImageError(f'cannot decode {what}: the payload is neither JPEG nor PNG')
+    check_pixels(*size, max_pixels, what)
+    image = _imdecode(buffer, what, max_pixels)
+    return _decoded_to_rgb8(image, 'compressed rgb' in text)
+
+
+def compressed_size(data: bytes | bytearray | memoryview | np.ndarray,
+                    what: str = 'image') -> tuple[int, int] | None:
+    """(width, height) from a JPEG (SOF marker) or PNG (IHDR chunk) header, without decoding;
+    None for another format. A truncated or malformed header: UnsupportedImageError."""
+    buffer = _byte_array(data)
+    view = memoryview(buffer)
+    try:
+        if view[:8] == _PNG_SIGNATURE:
+            return _png_size(view)
+        if view[:2] == _JPEG_SIGNATURE:
+            return _jpeg_size(view)
+    except (struct.error, IndexError) as exc:
+        raise UnsupportedImageError(f'cannot decode {what}: truncated header') from exc
+    except ValueError as exc:
+        raise UnsupportedImageError(f'cannot decode {what}: {exc}') from exc
+    return None
+
+
+def check_pixels(width: int, height: int, max_pixels: int, what: str = 'image') -> None:
+    """UnsupportedImageError when ``width`` x ``height`` is zero or exceeds ``max_pixels``."""
+    if width <= 0 or height <= 0:
+        raise UnsupportedImageError(f'{what} has zero size ({width}x{height})')
+    if width * height > max_pixels:
+        raise UnsupportedImageError(
+            f'{what} is {width}x{height} = {width * height:,} pixels, more than the '
+            f'max_image_pixels cap of {max_pixels:,}; refused before decoding')
+
+
+def _png_size(view: memoryview) -> tuple[int, int]:
+    length, kind, width, height = struct.unpack_from('>I4sII', view, 8)
+    if kind != b'IHDR' or length != 13:
+        raise ValueError('PNG does not start with an IHDR chunk')
+    return width, height
+
+
+def _jpeg_size(view: memoryview) -> tuple[int, int]:
+    position = 2
+    while True:
+        if view[position] != 0xFF:
+            raise ValueError(f'JPEG marker expected at byte {position}')
+        while view[position] == 0xFF:  # fill bytes may precede a marker
+            position += 1
+        marker = view[position]
+        position += 1
+        if marker in _JPEG_STANDALONE:
+            continue
+        if marker in (0x00, 0xD8, 0xD9, 0xDA):
+            raise ValueError(f'JPEG has no frame header (SOF) before marker 0x{marker:02X}')
+        (length,) = struct.unpack_from('>H', view, position)
+        if marker in _JPEG_SOF:
+            height, width = struct.unpack_from('>HH', view, position + 3)
+            if height == 0:
+                raise ValueError('JPEG height is defined after the scan (DNL), not supported')
+            return width, height
+        if length < 2:
+            raise ValueError(f'JPEG segment length {length} at byte {position}')
+        position += length
 
 
 def encode_raw(rgb: np.ndarray, encoding: str = 'rgb8') -> tuple[int, bytes]:
@@ -132,15 +214,28 @@ def encode_compressed(rgb: np.ndarray, kind: str = 'jpeg', quality: int = 95
     return f'rgb8; {kind} compressed bgr8', payload.tobytes()
 
 
-def load_image_file(path: str | Path) -> np.ndarray:
-    """Read an image file (any format OpenCV reads) as RGB [H, W, 3] uint8."""
+def load_image_file(path: str | Path, *, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+                    ) -> np.ndarray:
+    """Read an image file (any format OpenCV reads) as RGB [H, W, 3] uint8.
+
+    JPEG and PNG files larger than ``max_pixels`` are refused from their header; other
+    formats are checked after decoding (OpenCV's own limit, OPENCV_IO_MAX_IMAGE_PIXELS,
+    guards their allocation).
+    """
     path = Path(path)
     if not path.is_file():
         raise UnsupportedImageError(f'image file not found: {path}')
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if image is None or image.size == 0:
-        raise UnsupportedImageError(f'cannot decode image file {path}')
-    return _decoded_to_rgb8(image, payload_rgb=False)
+    try:
+        buffer = np.fromfile(path, dtype=np.uint8)
+    except OSError as exc:
+        raise UnsupportedImageError(f'cannot read image file {path}: {exc}') from exc
+    what = f'image file {path}'
+    if buffer.size == 0:
+        raise UnsupportedImageError(f'cannot decode {what}: the file is empty')
+    size = compressed_size(buffer, what)
+    if size is not None:
+        check_pixels(*size, max_pixels, what)
+    return _decoded_to_rgb8(_imdecode(buffer, what, max_pixels), payload_rgb=False)
 
 
 def check_rgb(image: np.ndarray) -> np.ndarray:
@@ -154,6 +249,25 @@ def check_rgb(image: np.ndarray) -> np.ndarray:
         raise UnsupportedImageError(f'expected uint8 pixels, got {image.dtype}')
     if image.shape[0] == 0 or image.shape[1] == 0:
         raise UnsupportedImageError(f'image has zero size {image.shape}')
+    return image
+
+
+def _byte_array(data: bytes | bytearray | memoryview | np.ndarray) -> np.ndarray:
+    if isinstance(data, np.ndarray):
+        return np.ascontiguousarray(data.reshape(-1)).view(np.uint8)
+    return np.frombuffer(data, dtype=np.uint8)
+
+
+def _imdecode(buffer: np.ndarray, what: str, max_pixels: int) -> np.ndarray:
+    """cv2.imdecode, with every failure (None, cv2.error) as UnsupportedImageError."""
+    try:
+        image = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
+    except cv2.error as exc:
+        lines = str(exc).strip().splitlines() or ['cv2.error']
+        raise UnsupportedImageError(f'cannot decode {what}: {lines[0]}') from exc
+    if image is None or image.size == 0:
+        raise UnsupportedImageError(f'cannot decode {what}')
+    check_pixels(image.shape[1], image.shape[0], max_pixels, what)
     return image
 
 

@@ -3,12 +3,20 @@
 This stands in for ``ros2 bag play --clock`` where the ros2 CLI is not installed (the pip
 wheels). Messages go out as the recorded CDR bytes, in recorded order, at the recorded pace
 scaled by ``rate``; ``/clock`` carries the bag time so nodes with ``use_sim_time`` follow it.
+
+The publishers are reliable (``ReplayOptions.reliable``), which matches reliable and
+best-effort subscribers alike. A best-effort subscriber can still lose large frames in
+transport (most of them, for 900 kB raw images over UDP); the player names such subscribers
+in a warning and in ``ReplayStats.best_effort_subscribers`` when it waits for them. For
+vpr_node, make its image subscription reliable through ``qos_overrides`` (see
+config/vpr_node.yaml); its /diagnostics reports what was lost anyway (``input_loss_ratio``).
 """
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
 import importlib
+import logging
 from pathlib import Path
 import threading
 import time
@@ -25,6 +33,7 @@ from vpr_core.errors import BagError
 from vpr_ros.conversions import stamp_from_seconds
 
 CLOCK_TOPIC = '/clock'
+LOGGER = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -52,6 +61,7 @@ class ReplayStats:
     wall_s: float = 0.0
     bag_s: float = 0.0
     max_lateness_ms: float = 0.0
+    best_effort_subscribers: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def total(self) -> int:
@@ -136,11 +146,27 @@ class BagPlayer:
         return connections, publishers
 
     def _wait_for_subscribers(self, publishers: dict, stop: threading.Event) -> None:
+        if self._options.wait_for_subscribers_s <= 0:
+            return
         deadline = time.monotonic() + self._options.wait_for_subscribers_s
         while time.monotonic() < deadline and not stop.is_set():
             if all(p.get_subscription_count() > 0 for p in publishers.values()):
-                return
+                break
             time.sleep(0.05)
+        self._check_subscribers(publishers)
+
+    def _check_subscribers(self, publishers: dict) -> None:
+        """Warn about best-effort subscribers: they may lose messages in transport."""
+        for publisher in publishers.values():
+            topic = publisher.topic_name
+            names = sorted(f'{info.node_namespace.rstrip("/")}/{info.node_name}'
+                           for info in self._node.get_subscriptions_info_by_topic(topic)
+                           if info.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT)
+            if names:
+                self.stats.best_effort_subscribers[topic] = names
+                LOGGER.warning('%s: best-effort subscribers %s may lose messages in transport '
+                               '(large images especially); make them reliable, e.g. with '
+                               'qos_overrides', topic, ', '.join(names))
 
     def _publish_all(self, reader: AnyReader, connections: list, publishers: dict,
                      stop: threading.Event, bar: tqdm) -> None:

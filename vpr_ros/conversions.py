@@ -13,7 +13,9 @@ import numpy as np
 from sensor_msgs.msg import CompressedImage, PointCloud2, PointField
 from std_msgs.msg import Float64MultiArray, Header, MultiArrayDimension
 
-from vpr_core.image import decode_compressed, decode_raw, SUPPORTED_ENCODINGS
+from vpr_core.errors import UnsupportedImageError
+from vpr_core.image import (compressed_size, decode_compressed, decode_raw,
+                            DEFAULT_MAX_IMAGE_PIXELS, SUPPORTED_ENCODINGS)
 
 # Nav2's message validator rejects any covariance element above 1e9; robot_localization
 # raises variances below 1e-9 to 1e-9, which it then treats as an exact measurement.
@@ -33,26 +35,37 @@ _NUMPY_TYPES = {PointField.INT8: 'i1', PointField.UINT8: 'u1', PointField.INT16:
                 PointField.FLOAT32: 'f4', PointField.FLOAT64: 'f8'}
 
 
-def image_to_rgb(message: Any) -> np.ndarray:
+def image_to_rgb(message: Any, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
     """``sensor_msgs/Image`` or ``CompressedImage`` -> RGB [H, W, 3] uint8.
 
-    Raises UnsupportedImageError for an unknown encoding, a wrong data length, a zero size or
-    a payload that does not decode.
+    Raises UnsupportedImageError for an unknown encoding, a wrong data length, a zero size,
+    more than ``max_pixels`` pixels (checked before decoding) or a payload that does not
+    decode.
     """
     if isinstance(message, CompressedImage) or hasattr(message, 'format'):
-        return decode_compressed(message.format, message.data)
+        return decode_compressed(message.format, message.data, max_pixels=max_pixels)
     return decode_raw(message.encoding, message.height, message.width, message.step,
-                      bool(message.is_bigendian), message.data)
+                      bool(message.is_bigendian), message.data, max_pixels=max_pixels)
 
 
-def rejection_reason(message: Any) -> str:
+def rejection_reason(message: Any, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> str:
     """Short category of why ``message`` could not be decoded (a diagnostics key)."""
     if hasattr(message, 'format'):
-        return 'empty_payload' if len(message.data) == 0 else 'corrupt_payload'
+        if len(message.data) == 0:
+            return 'empty_payload'
+        try:
+            size = compressed_size(message.data)
+        except UnsupportedImageError:
+            return 'corrupt_payload'
+        if size is None:
+            return 'unknown_format'
+        return 'too_large' if size[0] * size[1] > max_pixels else 'corrupt_payload'
     if message.encoding not in SUPPORTED_ENCODINGS:
         return 'unknown_encoding'
     if message.height == 0 or message.width == 0:
         return 'zero_size'
+    if message.height * message.width > max_pixels:
+        return 'too_large'
     if len(message.data) != message.step * message.height:
         return 'wrong_data_length'
     return 'corrupt_payload'

@@ -2,9 +2,13 @@
 
 1. builds a map from the bundled summer bag with the bundled model (vpr_core);
 2. starts ``vpr_node`` in its own process on that map;
-3. replays the winter bag through DDS (``vpr bag-replay``'s player, with /clock);
+3. replays the winter bag through DDS (``vpr bag-replay``'s player, with /clock), reliable
+   on both sides (the node's image and odometry subscriptions through ``qos_overrides``), so
+   no frame is lost in transport without a word;
 4. collects what the node publishes and prints recall@1, accepted-match precision and the
-   publish -> ~/candidates latency, writing ``runs/demo/demo.png`` and ``summary.json``.
+   publish -> ~/candidates latency, and the frames lost in transport (sent against what the
+   node's /diagnostics says it received), writing ``runs/demo/demo.png`` and
+   ``summary.json``.
 
 The sample is Nordland's test part (never used in training): attribution in
 ``data/sample/README.md``.
@@ -26,6 +30,9 @@ IMAGE_TOPIC = '/camera/image'
 POSE_TOPIC = '/odom'
 FIRST_INDEX = 1800
 TOLERANCE = 1
+# The node's sensor-data default (best effort, depth 1) would let DDS drop frames unseen.
+RELIABLE = {'subscription': {'reliability': 'reliable', 'depth': 10}}
+RELIABLE_POSES = {'subscription': {'reliability': 'reliable', 'depth': 50}}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -66,6 +73,7 @@ class Collector:
     """Subscribes to the node's outputs and keeps what the score needs (monotonic times)."""
 
     def __init__(self, node) -> None:
+        from diagnostic_msgs.msg import DiagnosticArray
         from geometry_msgs.msg import PoseWithCovarianceStamped
         from sensor_msgs.msg import PointCloud2
         from std_msgs.msg import Float64MultiArray
@@ -75,6 +83,8 @@ class Collector:
         self.answers: dict[int, tuple[float, int]] = {}
         self.accepted: list[tuple[int, int]] = []
         self.priors = 0
+        self.diagnostics: dict[str, str] = {}
+        self.diagnostics_s = 0.0
         self._cloud_to_array = cloud_to_array
         self._stamp_ns = stamp_ns
         self._place_stamps: dict[int, int] = {}
@@ -83,6 +93,7 @@ class Collector:
         node.create_subscription(Float64MultiArray, '/vpr_node/loop_closure', self._on_loop, 50)
         node.create_subscription(PoseWithCovarianceStamped, '/vpr_node/pose_prior',
                                  self._on_prior, 50)
+        node.create_subscription(DiagnosticArray, '/diagnostics', self._on_diagnostics, 10)
 
     def use_map(self, database) -> None:
         """Place id -> recording stamp, to turn the top candidate into a summer frame."""
@@ -111,6 +122,25 @@ class Collector:
     def _on_prior(self, message) -> None:
         with self._lock:
             self.priors += 1
+
+    def _on_diagnostics(self, message) -> None:
+        for status in message.status:
+            if status.name.startswith('/vpr_node:'):
+                with self._lock:
+                    self.diagnostics = {kv.key: kv.value for kv in status.values}
+                    self.diagnostics_s = time.monotonic()
+
+    def node_counts(self, timeout_s: float = 5.0) -> dict[str, str]:
+        """The node's /diagnostics values, from a message sent after this call."""
+        asked_s = time.monotonic()
+        deadline = asked_s + timeout_s
+        while time.monotonic() < deadline:
+            with self._lock:
+                if self.diagnostics_s > asked_s:
+                    return dict(self.diagnostics)
+            time.sleep(0.05)
+        with self._lock:
+            return dict(self.diagnostics)
 
     def settled(self, quiet_s: float = 3.0) -> bool:
         """Every published frame answered, or no answer for ``quiet_s``."""
@@ -150,7 +180,9 @@ def run(args: argparse.Namespace) -> int:
     spinner.start()
     params = {'weights': args.weights or '', 'map_dir': str(args.out / 'map'),
               'device': args.device, 'image_topics': [IMAGE_TOPIC], 'pose_topic': POSE_TOPIC,
-              'use_sim_time': True}
+              'use_sim_time': True,
+              'qos_overrides': {IMAGE_TOPIC: RELIABLE, POSE_TOPIC: RELIABLE_POSES}}
+    counts: dict[str, str] = {}
     try:
         print(f"2/4 starting vpr_node (log: {args.out / 'node.log'}) ...")
         with NodeProcess(probe, params, log_path=args.out / 'node.log'):
@@ -162,6 +194,7 @@ def run(args: argparse.Namespace) -> int:
             deadline = time.monotonic() + 30.0
             while not collector.settled() and time.monotonic() < deadline:
                 time.sleep(0.1)
+            counts = collector.node_counts()
     finally:
         executor.shutdown()
         probe.destroy_node()
@@ -176,13 +209,34 @@ def run(args: argparse.Namespace) -> int:
     result, arrays = score(collector.published, collector.answers, accepted, TOLERANCE,
                            position_of(winter), places)
     print(result.table())
+    transport = transport_summary(len(collector.published), counts)
+    print(transport['line'])
     plot(arrays, result, args.out / 'demo.png', FIRST_INDEX)
     result.write(args.out / 'summary.json', {
         'replay_rate': rate, 'query_ms_bare': query_s * 1e3, 'tolerance_frames': TOLERANCE,
-        'map_places': database.size, 'wall_s': time.monotonic() - started})
+        'map_places': database.size, 'wall_s': time.monotonic() - started,
+        **{k: v for k, v in transport.items() if k not in ('line', 'frames_sent')}})
     print(f'plot: {args.out / "demo.png"}  summary: {args.out / "summary.json"}  '
           f'({time.monotonic() - started:.0f} s in all)')
     return 0
+
+
+def transport_summary(sent: int, counts: dict[str, str]) -> dict:
+    """Frames lost between the player and the node (sent vs the node's ``received``), and
+    the node's own skips; a line for the table and numbers for summary.json."""
+    if 'received' not in counts:
+        return {'frames_sent': sent,
+                'line': 'frames lost in transport unknown (no /diagnostics from the node)'}
+    received = int(counts['received'])
+    numbers = {'frames_sent': sent, 'frames_received_by_node': received,
+               'frames_lost_in_transport': sent - received,
+               'frames_dropped_by_busy_worker': int(counts.get('dropped', 0)),
+               'frames_rejected': int(counts.get('rejected_inputs', 0)) +
+               int(counts.get('frame_errors', 0))}
+    numbers['line'] = (f'frames lost in transport {sent - received} (node received {received} '
+                       f"of {sent}; {numbers['frames_dropped_by_busy_worker']} skipped by its "
+                       f"busy worker, {numbers['frames_rejected']} failed)")
+    return numbers
 
 
 def main(argv=None) -> int:

@@ -4,6 +4,28 @@ configure loads the model and the map (one vpr_core call), activate subscribes a
 worker thread, deactivate unsubscribes, cleanup frees the model and the map. Subscription
 callbacks only store the newest frame; the worker decodes, runs the one vpr_core ``process``
 call and publishes, so the executor never waits for inference.
+
+A frame can fail; localization must not. Every per-frame failure is caught in the worker and
+the next frame is served: a frame that cannot be decoded (bad encoding, corrupt payload, more
+than ``max_image_pixels``: refused from its header before any allocation) is counted as
+``rejected.<reason>``; any other exception (an engine bug, an OpenCV error, a publisher
+failure) as ``frame_errors.<ExceptionClass>`` and logged with its traceback (throttled).
+/diagnostics WARNs while the last frame failed and is OK again with the next answered one.
+
+Should the worker thread stop anyway (a BaseException, a bug in the loop itself), it is not
+silent: /diagnostics goes to ERROR at once (``worker_restarts`` counts it) and stays there
+until a frame is served again, and the worker is restarted so a transient fault costs one
+frame. A fault that persists (MAX_WORKER_RESTARTS restarts with no frame served in between)
+is a node failure: the node leaves ``active`` through the lifecycle's ErrorProcessing state
+(``~/transition_event`` shows it to a lifecycle manager), frees the model and the map and
+lands in ``unconfigured``, from where configure + activate start it afresh. rcl has no
+transition from Active into ErrorProcessing, so the node takes the deactivate transition and
+reports it failed (ERROR), which rcl routes through ErrorProcessing.
+
+Input health: /diagnostics compares the frames received with those expected from the header
+stamps of each camera (``input_loss_ratio``, ``input_gaps``, ``input_lost``; WARN over 20%),
+apart from the frames the busy worker skipped (``dropped``), and counts stamps that jump
+back (``clock_jumps_back``) and the engine's result events (``events.<name>``).
 """
 from __future__ import annotations
 
@@ -26,17 +48,19 @@ from std_srvs.srv import SetBool, Trigger
 
 from vpr_core.errors import UnsupportedImageError, VPRError
 from vpr_ros.conversions import image_to_rgb, rejection_reason, stamp_ns, stamp_seconds
-from vpr_ros.diagnostics import diagnostic_array, NodeStatistics, node_status
+from vpr_ros.diagnostics import diagnostic_array, error_kind, NodeStatistics, node_status
 from vpr_ros.outputs import OutputPublishers
 from vpr_ros.parameters import declare_parameters, NodeSettings, SPECS, validate
 from vpr_ros.pipeline import load_pipeline, Pipeline, PipelineFactory
 from vpr_ros.pose_track import POSE_TYPES, PoseTrack
 from vpr_ros.result import result_arrays
-from vpr_ros.worker import Frame, FrameWorker, LatestFrameSlot
+from vpr_ros.worker import Frame, LatestFrameSlot, SupervisedWorker
 
 SENSOR_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
 POSE_QOS = QoSProfile(depth=50, reliability=ReliabilityPolicy.BEST_EFFORT)
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
+ERROR = TransitionCallbackReturn.ERROR
+MAX_WORKER_RESTARTS = 3
 RUNTIME = tuple(name for name, spec in SPECS.items() if not spec.read_only)
 
 
@@ -54,7 +78,9 @@ class VprNode(LifecycleNode):
         self._pipeline: Pipeline | None = None
         self._outputs: OutputPublishers | None = None
         self._slot = LatestFrameSlot(1)
-        self._worker: FrameWorker | None = None
+        self._worker: SupervisedWorker | None = None
+        self._failing = False
+        self._fail_timer = None
         self._inputs: list = []
         self._poses = PoseTrack()
         self._enabled = True
@@ -118,16 +144,30 @@ class VprNode(LifecycleNode):
             self._inputs.append(self.create_subscription(
                 POSE_TYPES[settings.pose_type], settings.pose_topic, self._poses.add_message,
                 POSE_QOS, qos_overriding_options=options))
-        self._worker = FrameWorker(self._slot, self._handle, on_error=self._on_worker_error,
-                                   max_rate_hz=self.runtime['max_rate_hz'])
-        self._worker.start()
+        self.stats.reset_input_tracking()
+        self._worker = SupervisedWorker(self._slot, self._handle,
+                                        on_stopped=self._on_worker_stopped,
+                                        max_rate_hz=self.runtime['max_rate_hz'],
+                                        max_restarts=MAX_WORKER_RESTARTS)
         self.state = 'active'
+        self._worker.start()
         return super().on_activate(state)
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._stop_inputs()
         self.state = 'inactive'
+        if self._failing:  # reported as ERROR: rcl goes on to ErrorProcessing (on_error)
+            return ERROR
         return super().on_deactivate(state)
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """ErrorProcessing: free everything; SUCCESS lands in unconfigured."""
+        self._failing = False
+        self._stop_inputs()
+        self._release()
+        self.state = 'unconfigured'
+        self.get_logger().error(f'in ErrorProcessing, now unconfigured: {self.error}')
+        return super().on_error(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._release()
@@ -157,9 +197,9 @@ class VprNode(LifecycleNode):
         for subscription in self._inputs:
             self.destroy_subscription(subscription)
         self._inputs = []
-        if self._worker is not None:
-            self._worker.stop()
-            self._worker = None
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.stop()
         self._slot.clear()
         self._poses.clear()
 
@@ -174,18 +214,31 @@ class VprNode(LifecycleNode):
 
     # frames ----------------------------------------------------------------------------
     def _on_image(self, camera: int, message: Image | CompressedImage) -> None:
-        self.stats.on_input()
+        self.stats.on_input(camera=camera, stamp_ns=stamp_ns(message.header.stamp))
         if self._enabled and (self.runtime['continuous'] or self._one_shot.is_set()):
             self._slot.put(Frame(camera, message, time.monotonic()))
 
     def _handle(self, frame: Frame) -> None:
+        """Serve one frame; whatever fails is counted and logged here, never raised, so the
+        worker goes on with the next frame."""
+        try:
+            self._localize(frame)
+        except Exception as exc:  # the per-frame boundary: any failure costs one frame only
+            kind = error_kind(exc)
+            self.stats.on_frame_error(kind, str(exc)[:200])
+            self.get_logger().error(
+                f'a frame failed with an unexpected {kind}; serving the next frame\n'
+                f'{traceback.format_exc()}', throttle_duration_sec=5.0)
+
+    def _localize(self, frame: Frame) -> None:
         pipeline, outputs = self._pipeline, self._outputs
         if not (self.runtime['continuous'] or self._one_shot.is_set()):
             return
+        max_pixels = self.settings.max_image_pixels
         try:
-            image = image_to_rgb(frame.message)
+            image = image_to_rgb(frame.message, max_pixels)
         except UnsupportedImageError as exc:
-            self.stats.on_rejected(rejection_reason(frame.message))
+            self.stats.on_rejected(rejection_reason(frame.message, max_pixels), str(exc)[:200])
             self.get_logger().warning(f'dropped a bad frame: {exc}', throttle_duration_sec=5.0)
             return
         stamp = frame.message.header.stamp
@@ -196,9 +249,12 @@ class VprNode(LifecycleNode):
                                           stamp_ns(stamp)))
             arrays = result_arrays(result, self.runtime['top_k'])
         except VPRError as exc:
-            self.stats.on_rejected('pipeline_error')
+            self.stats.on_rejected('pipeline_error', str(exc)[:200])
             self.get_logger().warning(f'frame not localized: {exc}', throttle_duration_sec=5.0)
             return
+        events = tuple(getattr(result, 'events', ()) or ())
+        if events:
+            self.stats.on_events(events)
         outcome = outputs.publish(stamp, arrays)
         if outcome == 'invalid_covariance':
             self.stats.on_invalid_covariance()
@@ -207,6 +263,9 @@ class VprNode(LifecycleNode):
         latency_ms = (time.monotonic() - frame.received_s) * 1e3
         self.stats.on_processed(latency_ms, arrays.best_score, outcome == 'accepted',
                                 arrays.reason or outcome)
+        worker = self._worker
+        if worker is not None:
+            worker.served()
         if outcome == 'accepted':
             self._one_shot.clear()
 
@@ -219,9 +278,31 @@ class VprNode(LifecycleNode):
             self._reset.clear()
             pipeline.reset()
 
-    def _on_worker_error(self, exc: BaseException) -> None:
-        self.error = f'worker stopped: {exc!r}'
-        self.get_logger().error(self.error)
+    # the worker's supervision ---------------------------------------------------------
+    def _on_worker_stopped(self, exc: BaseException, restarted: bool) -> None:
+        """The worker thread stopped on ``exc`` (called on that thread); it was restarted, or
+        it stopped too often without serving a frame and the node fails."""
+        worker = self._worker
+        failure = worker.failure if worker is not None else repr(exc)
+        if restarted:
+            self.stats.on_worker_restart()
+            self.get_logger().error(f'the frame worker stopped ({failure}); restarted it')
+            return
+        self.error = (f'the frame worker stopped {MAX_WORKER_RESTARTS + 1} times without '
+                      f'serving a frame, last with {failure}')
+        self.get_logger().error(f'{self.error}; leaving active through ErrorProcessing')
+        if self._fail_timer is None:  # lifecycle transitions run on the executor
+            self._fail_timer = self.create_timer(0.0, self._fail,
+                                                 clock=Clock(clock_type=ClockType.STEADY_TIME))
+
+    def _fail(self) -> None:
+        timer, self._fail_timer = self._fail_timer, None
+        if timer is not None:
+            self.destroy_timer(timer)
+        if self.state == 'active':
+            self._failing = True
+            self.trigger_deactivate()
+            self._failing = False
 
     # parameters and services -----------------------------------------------------------
     def _after_set_parameters(self, parameters: list) -> None:
@@ -283,11 +364,17 @@ class VprNode(LifecycleNode):
 
     def publish_diagnostics(self) -> None:
         """Publish one ``DiagnosticArray`` on /diagnostics (timer callback)."""
+        worker = self._worker
+        if worker is not None:
+            worker.check()
         pipeline = self._pipeline
         info = pipeline.describe() if pipeline is not None else {}
-        worker_alive = self._worker is not None and self._worker.alive
         level, message = node_status(self.state, self.error, self._enabled,
-                                     self.stats.input_is_stale(), worker_alive)
+                                     self.stats.input_is_stale(),
+                                     worker is not None and worker.alive,
+                                     worker_failure=worker.failure if worker else '',
+                                     input_loss=self.stats.input_loss_ratio(),
+                                     last_failure=self.stats.last_failure)
         values = {'state': self.state, 'enabled': str(self._enabled), **info,
                   **self.stats.values(self._slot.dropped)}
         self._diagnostics.publish(diagnostic_array(

@@ -16,6 +16,7 @@ from rclpy.parameter import Parameter
 
 from vpr_core.config import apply_overrides, from_dict, to_dict
 from vpr_core.errors import ConfigError
+from vpr_core.image import DEFAULT_MAX_IMAGE_PIXELS
 from vpr_core.localization.config import LocalizationConfig
 
 
@@ -42,6 +43,10 @@ PARAMETERS = (
                   'compressed transport appends /compressed'),
     ParameterSpec('input_transport', 'raw', 'raw: sensor_msgs/Image; compressed: '
                   'sensor_msgs/CompressedImage (jpeg/png)', choices=('raw', 'compressed')),
+    ParameterSpec('max_image_pixels', DEFAULT_MAX_IMAGE_PIXELS, 'largest image accepted, width '
+                  'x height; a larger frame is refused from its header (raw fields, JPEG SOF, '
+                  'PNG IHDR) before it is decoded, and counted as rejected.too_large',
+                  range=(1, 2**40)),
     ParameterSpec('pose_topic', '', 'odometry or pose of base_frame (teach: keyframe poses; '
                   'localize: motion for the temporal filter); empty = none'),
     ParameterSpec('pose_type', 'odometry', 'message type on pose_topic',
@@ -214,6 +219,7 @@ class NodeSettings:
     device: str
     image_topics: tuple[str, ...]
     input_transport: str
+    max_image_pixels: int
     pose_topic: str
     pose_type: str
     map_frame: str

@@ -3,7 +3,8 @@
 Subscription callbacks only call :meth:`LatestFrameSlot.put` (a dict assignment under a lock),
 so the executor never waits for a model. The :class:`FrameWorker` thread takes the newest
 frame of each camera in turn, throttled to ``max_rate_hz``; a frame overwritten before the
-worker took it is counted as dropped.
+worker took it is counted as dropped. :class:`SupervisedWorker` restarts a worker whose
+thread stopped on an error and says so.
 """
 from __future__ import annotations
 
@@ -137,3 +138,86 @@ class FrameWorker:
                 if self._on_error is not None:
                     self._on_error(exc)
                 raise
+
+
+class SupervisedWorker:
+    """A :class:`FrameWorker` that is started again when its thread stops on an exception.
+
+    ``handle`` is expected to catch every per-frame error; whatever still stops the thread is
+    kept in :attr:`failure` (until :meth:`served` reports a frame done) and passed, on the
+    dying thread, to ``on_stopped(exc, restarted)``. The worker is restarted up to
+    ``max_restarts`` times in a row without a frame served in between; then it stays down
+    and ``on_stopped`` gets ``restarted=False`` (the owner decides what failing means).
+    """
+
+    def __init__(self, slot: LatestFrameSlot, handle: Callable[[Frame], None], *,
+                 on_stopped: Callable[[BaseException, bool], None], max_rate_hz: float = 0.0,
+                 max_restarts: int = 3) -> None:
+        self._slot = slot
+        self._handle = handle
+        self._on_stopped = on_stopped
+        self._max_rate_hz = max_rate_hz
+        self._max_restarts = max_restarts
+        self._lock = threading.Lock()
+        self._worker: FrameWorker | None = None
+        self._running = False
+        self._without_frame = 0
+        self.failure = ''
+        self.restarts = 0
+
+    @property
+    def alive(self) -> bool:
+        """True while a worker thread runs."""
+        worker = self._worker
+        return worker is not None and worker.alive
+
+    def start(self) -> None:
+        """Start the first worker thread."""
+        with self._lock:
+            self._running = True
+            self._spawn()
+
+    def stop(self, timeout_s: float = 10.0) -> bool:
+        """Stop for good (no restart after this); True when the thread has exited."""
+        with self._lock:
+            self._running = False
+            worker, self._worker = self._worker, None
+        return worker.stop(timeout_s) if worker is not None else True
+
+    def set_max_rate(self, max_rate_hz: float) -> None:
+        """Throttle this and every restarted worker to ``max_rate_hz``."""
+        with self._lock:
+            self._max_rate_hz = max_rate_hz
+            if self._worker is not None:
+                self._worker.set_max_rate(max_rate_hz)
+
+    def served(self) -> None:
+        """A frame was served: the worker is healthy again."""
+        self.failure = ''
+        self._without_frame = 0
+
+    def check(self) -> None:
+        """Watchdog: a thread that ended without an error while running is restarted too."""
+        worker = self._worker
+        if self._running and worker is not None and not worker.alive and worker.error is None:
+            self._stopped(RuntimeError('the worker thread ended'))
+
+    def _spawn(self) -> None:
+        self._worker = FrameWorker(self._slot, self._handle, max_rate_hz=self._max_rate_hz,
+                                   on_error=self._stopped)
+        self._worker.start()
+
+    def _stopped(self, exc: BaseException) -> None:
+        with self._lock:
+            if not self._running:
+                return  # being stopped anyway
+            self.failure = f'{type(exc).__name__}: {exc}'[:200]
+            self._without_frame += 1
+            restart = self._without_frame <= self._max_restarts
+            if restart:
+                self._spawn()
+                self.restarts += 1
+            else:
+                self._running = False
+                self._worker = None
+        self._on_stopped(exc, restart)

@@ -1,11 +1,15 @@
 """Camera payload decoding: every encoding, padding, endianness and bad input."""
+import struct
+import tracemalloc
+
 import cv2
 import numpy as np
 import pytest
 
 from vpr_core.errors import UnsupportedImageError
-from vpr_core.image import check_rgb, decode_compressed, decode_raw, encode_compressed
-from vpr_core.image import encode_raw, load_image_file
+from vpr_core.image import check_rgb, compressed_size, decode_compressed, decode_raw
+from vpr_core.image import DEFAULT_MAX_IMAGE_PIXELS, encode_compressed, encode_raw
+from vpr_core.image import load_image_file
 
 RNG = np.random.default_rng(0)
 RGB = RNG.integers(0, 256, size=(6, 8, 3), dtype=np.uint8)
@@ -108,3 +112,117 @@ def test_check_rgb_validates():
         check_rgb(RGB.astype(np.float32))
     with pytest.raises(UnsupportedImageError):
         check_rgb(np.zeros((0, 4, 3), np.uint8))
+
+
+def jpeg_claiming(width, height, progressive=False):
+    """A valid small JPEG whose frame header (SOF) is patched to claim ``width`` x ``height``."""
+    ok, payload = cv2.imencode('.jpg', RGB, [cv2.IMWRITE_JPEG_PROGRESSIVE, int(progressive)])
+    assert ok
+    data = bytearray(payload.tobytes())
+    sof = data.find(b'\xff\xc2' if progressive else b'\xff\xc0')
+    assert sof > 0
+    data[sof + 5:sof + 9] = struct.pack('>HH', height, width)
+    return bytes(data)
+
+
+def png_claiming(width, height):
+    """A valid small PNG whose IHDR is patched to claim ``width`` x ``height`` (bad CRC)."""
+    data = bytearray(encode_compressed(RGB, 'png')[1])
+    data[16:24] = struct.pack('>II', width, height)
+    return bytes(data)
+
+
+@pytest.mark.parametrize('progressive', [False, True])
+def test_jpeg_header_gives_the_size(progressive):
+    ok, payload = cv2.imencode('.jpg', RGB, [cv2.IMWRITE_JPEG_PROGRESSIVE, int(progressive)])
+    assert compressed_size(payload.tobytes()) == (8, 6)
+    assert compressed_size(jpeg_claiming(640, 480, progressive)) == (640, 480)
+    # fill bytes before a marker are legal (ITU T.81 B.1.1.2)
+    padded = payload.tobytes()[:2] + b'\xff\xff' + payload.tobytes()[2:]
+    assert compressed_size(padded) == (8, 6)
+
+
+def test_png_header_gives_the_size():
+    assert compressed_size(encode_compressed(RGB, 'png')[1]) == (8, 6)
+    assert compressed_size(png_claiming(100000, 3)) == (100000, 3)
+    assert compressed_size(b'BM not a png or jpeg') is None
+
+
+@pytest.mark.parametrize('cut', [3, 4, 6, 20, 'before_sof'])
+def test_truncated_jpeg_header_is_refused(cut):
+    data = encode_compressed(RGB, 'jpeg')[1]
+    end = data.find(b'\xff\xc0') + 6 if cut == 'before_sof' else cut
+    with pytest.raises(UnsupportedImageError, match='truncated header'):
+        decode_compressed('jpeg', data[:end])
+
+
+def test_truncated_png_header_is_refused():
+    data = encode_compressed(RGB, 'png')[1]
+    with pytest.raises(UnsupportedImageError, match='truncated header'):
+        compressed_size(data[:20])
+    with pytest.raises(UnsupportedImageError, match='IHDR'):
+        compressed_size(data[:12] + b'IDAT' + data[16:])
+
+
+@pytest.mark.parametrize('payload', [jpeg_claiming(65000, 65000), png_claiming(65000, 65000)])
+def test_cap_names_size_and_limit(payload):
+    with pytest.raises(UnsupportedImageError, match=r'65000x65000 = 4,225,000,000 pixels, '
+                       r'more than the max_image_pixels cap of 50,000,000'):
+        decode_compressed('jpeg', payload)
+    assert DEFAULT_MAX_IMAGE_PIXELS == 50_000_000
+
+
+def test_cap_is_a_keyword():
+    assert decode_compressed('jpeg', jpeg_claiming(8, 6), max_pixels=48).shape == (6, 8, 3)
+    with pytest.raises(UnsupportedImageError, match='8x6 = 48 pixels'):
+        decode_compressed('jpeg', jpeg_claiming(8, 6), max_pixels=47)
+    step, data = encode_raw(RGB, 'rgb8')
+    assert decode_raw('rgb8', 6, 8, step, False, data, max_pixels=48).shape == (6, 8, 3)
+    with pytest.raises(UnsupportedImageError, match='max_image_pixels cap of 47'):
+        decode_raw('rgb8', 6, 8, step, False, data, max_pixels=47)
+
+
+def test_huge_raw_header_is_refused_before_its_data_is_read():
+    with pytest.raises(UnsupportedImageError, match='65000x65000'):
+        decode_raw('rgb8', 65000, 65000, 195000, False, b'\x00' * 16)
+
+
+def test_8000x8000_header_is_refused_without_allocation():
+    tracemalloc.start()
+    try:
+        with pytest.raises(UnsupportedImageError, match='8000x8000'):
+            decode_compressed('jpeg', jpeg_claiming(8000, 8000))
+        refused_peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.reset_peak()
+        # control: the same trick under a cap it fits is decoded in full, and traced
+        assert decode_compressed('jpeg', jpeg_claiming(1000, 1000),
+                                 max_pixels=10**6).shape == (1000, 1000, 3)
+        decoded_peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert refused_peak < 200_000 and decoded_peak > 3_000_000
+
+
+def test_opencv_errors_become_unsupported_image_errors():
+    # 40000 x 30000 passes a raised cap but exceeds OpenCV's own limit: cv2.imdecode raises.
+    with pytest.raises(cv2.error):
+        cv2.imdecode(np.frombuffer(jpeg_claiming(40000, 30000), np.uint8),
+                     cv2.IMREAD_UNCHANGED)
+    with pytest.raises(UnsupportedImageError, match='cannot decode'):
+        decode_compressed('jpeg', jpeg_claiming(40000, 30000), max_pixels=2 * 10**9)
+
+
+def test_garbage_payload_is_refused():
+    with pytest.raises(UnsupportedImageError, match='neither JPEG nor PNG'):
+        decode_compressed('jpeg', bytes(range(256)) * 4)
+
+
+def test_load_image_file_refuses_a_huge_header(tmp_path):
+    path = tmp_path / 'huge.jpg'
+    path.write_bytes(jpeg_claiming(65000, 65000))
+    with pytest.raises(UnsupportedImageError, match='huge.jpg is 65000x65000'):
+        load_image_file(path)
+    path.write_bytes(jpeg_claiming(8, 6))
+    assert load_image_file(path).shape == (6, 8, 3)
+    with pytest.raises(UnsupportedImageError, match='cap of 10'):
+        load_image_file(path, max_pixels=10)

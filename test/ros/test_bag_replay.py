@@ -65,3 +65,15 @@ def test_replay_errors_name_the_problem(ros, tmp_path):
         BagPlayer(player_node, tmp_path / 'bag', ReplayOptions(rate=0.0))
     with pytest.raises(BagError, match="install the 'no_such_msgs'"):
         message_class('no_such_msgs/msg/Thing')
+
+
+def test_replay_names_best_effort_subscribers(ros, tmp_path):
+    from rclpy.qos import qos_profile_sensor_data
+    write_image_bag(tmp_path / 'bag', 'mcap', count=3, period_s=0.05)
+    probe = ros.probe()
+    probe.listen(Image, '/camera/image', qos_profile_sensor_data)
+    probe.listen(Odometry, '/odom')
+    player_node = ros.add(Node('player', context=ros.context))
+    stats = BagPlayer(player_node, tmp_path / 'bag',
+                      ReplayOptions(wait_for_subscribers_s=5.0)).play(progress=False)
+    assert stats.best_effort_subscribers == {'/camera/image': ['/probe']}

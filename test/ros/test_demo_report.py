@@ -38,3 +38,14 @@ def test_an_empty_run_scores_zero_without_dividing_by_zero():
     result, _ = score({}, {}, [], 1, {}, {})
     assert result.recall_at_1 == 0.0 and result.accepted_recall == 0.0
     assert math.isnan(result.accepted_precision) and math.isnan(result.latency_p50_ms)
+
+
+def test_transport_summary_counts_what_the_node_never_received():
+    from vpr_ros.demo import transport_summary
+    numbers = transport_summary(300, {'received': '297', 'dropped': '4', 'rejected_inputs': '1',
+                                      'frame_errors': '0'})
+    assert numbers['frames_lost_in_transport'] == 3
+    assert numbers['frames_dropped_by_busy_worker'] == 4 and numbers['frames_rejected'] == 1
+    assert numbers['line'] == ('frames lost in transport 3 (node received 297 of 300; 4 '
+                               'skipped by its busy worker, 1 failed)')
+    assert 'unknown' in transport_summary(300, {})['line']

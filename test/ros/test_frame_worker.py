@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from vpr_ros.worker import Frame, FrameWorker, LatestFrameSlot
+from vpr_ros.worker import Frame, FrameWorker, LatestFrameSlot, SupervisedWorker
 
 
 def frame(camera, value):
@@ -88,3 +88,76 @@ def test_an_unexpected_error_stops_the_worker_loudly():
         threading.excepthook = previous_hook
     assert not worker.alive and isinstance(worker.error, ZeroDivisionError)
     assert len(errors) == 1 and len(hook_calls) == 1
+
+
+class Killer(BaseException):
+    """Passes a handler's ``except Exception``: stops the worker thread."""
+
+
+def wait_until(predicate, timeout_s=5.0):
+    deadline = time.monotonic() + timeout_s
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return predicate()
+
+
+def test_a_supervised_worker_is_restarted_and_recovers(monkeypatch):
+    monkeypatch.setattr(threading, 'excepthook', lambda args: None)
+    slot, served, stops = LatestFrameSlot(1), [], []
+
+    def handle(item):
+        if item.message == 'poison':
+            raise Killer('poison')
+        served.append(item.message)
+        supervisor.served()
+    supervisor = SupervisedWorker(slot, handle, on_stopped=lambda e, r: stops.append((e, r)))
+    supervisor.start()
+    slot.put(frame(0, 'poison'))
+    assert wait_until(lambda: stops)
+    assert supervisor.failure == 'Killer: poison' and supervisor.restarts == 1
+    assert stops[0][1] is True and wait_until(lambda: supervisor.alive)
+    slot.put(frame(0, 'good'))
+    assert wait_until(lambda: served == ['good'])
+    assert supervisor.failure == ''
+    assert supervisor.stop() and not supervisor.alive
+
+
+def test_a_supervised_worker_gives_up_after_restarts_without_a_frame(monkeypatch):
+    monkeypatch.setattr(threading, 'excepthook', lambda args: None)
+    slot, stops = LatestFrameSlot(1), []
+
+    def handle(item):
+        raise Killer(item.message)
+    supervisor = SupervisedWorker(slot, handle, max_restarts=2,
+                                  on_stopped=lambda e, r: stops.append(r))
+    supervisor.start()
+    for value in range(5):
+        if False in stops:
+            break
+        slot.put(frame(0, value))
+        assert wait_until(lambda: len(stops) > value)
+    assert stops == [True, True, False] and supervisor.restarts == 2
+    assert not supervisor.alive and supervisor.failure == 'Killer: 2'
+    supervisor.stop()
+
+
+def test_a_stopped_supervised_worker_is_not_restarted():
+    slot, stops = LatestFrameSlot(1), []
+    supervisor = SupervisedWorker(slot, lambda item: None, on_stopped=lambda e, r: stops.append(r))
+    supervisor.start()
+    assert supervisor.alive and supervisor.stop()
+    supervisor.check()
+    assert not supervisor.alive and stops == []
+
+
+def test_a_worker_thread_that_ended_silently_is_restarted_by_the_watchdog():
+    slot, stops, served = LatestFrameSlot(1), [], []
+    supervisor = SupervisedWorker(slot, lambda item: served.append(item.message),
+                                  on_stopped=lambda e, r: stops.append((str(e), r)))
+    supervisor.start()
+    supervisor._worker.stop()  # the thread ends without an error: a bug in the loop
+    supervisor.check()
+    assert stops == [('the worker thread ended', True)] and supervisor.alive
+    slot.put(frame(0, 'after'))
+    assert wait_until(lambda: served == ['after'])
+    supervisor.stop()

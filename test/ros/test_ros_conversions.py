@@ -48,11 +48,25 @@ def test_bad_raw_frames_raise_and_are_classified(change, reason):
 
 
 def test_bad_compressed_frames():
-    for data, reason in ((b'', 'empty_payload'), (b'\xff\xd8garbage', 'corrupt_payload')):
+    for data, reason in ((b'', 'empty_payload'), (b'\xff\xd8garbage', 'corrupt_payload'),
+                         (b'GIF89a' + bytes(30), 'unknown_format')):
         message = CompressedImage(format='jpeg', data=data)
         with pytest.raises(UnsupportedImageError):
             image_to_rgb(message)
         assert rejection_reason(message) == reason
+
+
+def test_frames_over_the_pixel_cap_are_too_large():
+    rgb = rgb_image()
+    fmt, payload = encode_compressed(rgb, 'png')
+    compressed = CompressedImage(format=fmt, data=payload)
+    step, data = encode_raw(rgb, 'rgb8')
+    raw = Image(height=5, width=7, encoding='rgb8', step=step, data=data)
+    for message in (compressed, raw):
+        assert image_to_rgb(message, max_pixels=35).shape == (5, 7, 3)
+        with pytest.raises(UnsupportedImageError, match='7x5 = 35 pixels'):
+            image_to_rgb(message, max_pixels=34)
+        assert rejection_reason(message, max_pixels=34) == 'too_large'
 
 
 def test_stamps_round_trip():

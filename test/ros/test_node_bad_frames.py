@@ -39,7 +39,7 @@ class FailingPipeline(FakePipeline):
         if int(image[0, 0, 0]) == POISON and self.failure is not None:
             raise self.failure
         result = super().process(image, stamp, odometry, camera)
-        result.events = ('tracker_reset',) if stamp < self.last_stamp else ()
+        result.events = ('clock_jump_back',) if stamp < self.last_stamp else ()
         self.last_stamp = stamp
         return result
 
@@ -221,4 +221,4 @@ def test_clock_jump_back_and_input_loss_are_diagnosed(ros):
     assert bench.answer_good() is not None
     assert bench.diagnosed('clock_jumps_back'), bench.values()
     assert bench.values()[2]['clock_jumps_back'] == '1'
-    assert bench.diagnosed('events.tracker_reset'), bench.values()
+    assert bench.diagnosed('events.clock_jump_back'), bench.values()

@@ -98,12 +98,12 @@ def test_statistics_report_failures_events_and_input_loss():
     stats.on_frame_error('RuntimeError', 'boom')
     assert stats.last_failure == 'RuntimeError: boom'
     stats.on_rejected('too_large')
-    stats.on_events(('tracker_reset', 'tracker_reset', 'stale'))
+    stats.on_events(('clock_jump_back', 'clock_jump_back', 'gap'))
     stats.on_worker_restart()
     values = stats.values(dropped=0, now_s=1.6)
     assert values['frame_errors'] == '1' and values['frame_errors.RuntimeError'] == '1'
     assert values['rejected.too_large'] == '1' and values['worker_restarts'] == '1'
-    assert values['events.tracker_reset'] == '2' and values['events.stale'] == '1'
+    assert values['events.clock_jump_back'] == '2' and values['events.gap'] == '1'
     assert values['clock_jumps_back'] == '1'
     assert values['camera0.input_period_ms'] == '50.0' and values['input_lost'] == '7'
     assert values['camera1.input_loss_ratio'] == '0.000'

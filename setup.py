@@ -16,6 +16,8 @@ setup(
         (os.path.join('share', PACKAGE, 'launch'), glob('launch/*.launch.py')),
         (os.path.join('share', PACKAGE, 'config'), glob('config/*.yaml')),
         (os.path.join('share', PACKAGE, 'config', 'train'), glob('config/train/*.yaml')),
+        (os.path.join('share', PACKAGE, 'config', 'integrations'),
+         glob('config/integrations/*.yaml')),
     ],
     package_data={'vpr_core': ['assets/*']},
     install_requires=['setuptools'],

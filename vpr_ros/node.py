@@ -30,6 +30,7 @@ back (``clock_jumps_back``) and the engine's result events (``events.<name>``).
 from __future__ import annotations
 
 from functools import partial
+import sys
 import threading
 import time
 import traceback
@@ -50,7 +51,7 @@ from vpr_core.errors import UnsupportedImageError, VPRError
 from vpr_ros.conversions import image_to_rgb, rejection_reason, stamp_ns, stamp_seconds
 from vpr_ros.diagnostics import diagnostic_array, error_kind, NodeStatistics, node_status
 from vpr_ros.outputs import OutputPublishers
-from vpr_ros.parameters import declare_parameters, NodeSettings, SPECS, validate
+from vpr_ros.parameters import declare_parameters, help_text, NodeSettings, plain, SPECS, validate
 from vpr_ros.pipeline import load_pipeline, Pipeline, PipelineFactory
 from vpr_ros.pose_track import POSE_TYPES, PoseTrack
 from vpr_ros.result import result_arrays
@@ -61,7 +62,7 @@ POSE_QOS = QoSProfile(depth=50, reliability=ReliabilityPolicy.BEST_EFFORT)
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
 ERROR = TransitionCallbackReturn.ERROR
 MAX_WORKER_RESTARTS = 3
-RUNTIME = tuple(name for name, spec in SPECS.items() if not spec.read_only)
+RUNTIME = tuple(name for name, spec in SPECS.items() if spec.runtime)
 
 
 class VprNode(LifecycleNode):
@@ -88,8 +89,9 @@ class VprNode(LifecycleNode):
         self._reset = threading.Event()
         self._pending: dict[str, Any] = {}
         self._lock = threading.Lock()
-        self.runtime: dict[str, Any] = {}
-        self.add_on_set_parameters_callback(lambda params: validate(params, self.runtime))
+        self.runtime: dict[str, Any] = {}     # the current value of every parameter in SPECS
+        self.add_on_set_parameters_callback(lambda params: validate(
+            params, self.runtime, configurable=self.state == 'unconfigured'))
         self.add_post_set_parameters_callback(self._after_set_parameters)
         declare_parameters(self)
         group = MutuallyExclusiveCallbackGroup()
@@ -255,7 +257,7 @@ class VprNode(LifecycleNode):
         events = tuple(getattr(result, 'events', ()) or ())
         if events:
             self.stats.on_events(events)
-        outcome = outputs.publish(stamp, arrays)
+        outcome = outputs.publish(stamp, arrays, frame.camera)
         if outcome == 'invalid_covariance':
             self.stats.on_invalid_covariance()
             self.get_logger().error('withheld a pose prior with a non-finite covariance',
@@ -308,9 +310,10 @@ class VprNode(LifecycleNode):
     def _after_set_parameters(self, parameters: list) -> None:
         with self._lock:
             for parameter in parameters:
-                if parameter.name in RUNTIME or parameter.name.startswith('localization.'):
-                    self.runtime[parameter.name] = parameter.value
-                    self._pending[parameter.name] = parameter.value
+                if parameter.name in SPECS:
+                    self.runtime[parameter.name] = plain(parameter.value)
+                if parameter.name in RUNTIME:
+                    self._pending[parameter.name] = plain(parameter.value)
         if self._worker is not None:
             self._worker.set_max_rate(self.runtime['max_rate_hz'])
         self._apply_output_options()
@@ -383,7 +386,13 @@ class VprNode(LifecycleNode):
 
 
 def main(args: list[str] | None = None) -> int:
-    """Run ``vpr_node`` until Ctrl-C; a teach-mode map is saved on the way out."""
+    """Run ``vpr_node`` until Ctrl-C; a teach-mode map is saved on the way out. ``--help``
+    (before ``--ros-args``) prints the parameters and returns without starting ROS."""
+    argv = sys.argv if args is None else args
+    own = argv[1:argv.index('--ros-args')] if '--ros-args' in argv else argv[1:]
+    if '--help' in own or '-h' in own:
+        sys.stdout.write(help_text())
+        return 0
     rclpy.init(args=args)
     node = VprNode()
     executor = SingleThreadedExecutor()

@@ -1,12 +1,20 @@
 """The node's output topics: one localization result -> standard messages, all stamped with the
-image stamp and framed in ``map_frame``."""
+image stamp and framed in ``map_frame``.
+
+Which camera produced a result (several ``image_topics``) travels in ``~/candidates_cloud``:
+every point carries a ``camera`` field (uint32, the index into ``image_topics``) after x, y,
+z, score, place_id and rank. A PointCloud2 reader that selects fields by name is unaffected;
+the pose prior and the candidates PoseArray published for the same frame carry the same stamp,
+so the cloud names their camera too.
+"""
 from __future__ import annotations
 
 from builtin_interfaces.msg import Time
 from geometry_msgs.msg import PoseArray, PoseWithCovarianceStamped
+import numpy as np
 from rclpy.lifecycle import LifecycleNode
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import PointCloud2
+from sensor_msgs.msg import PointCloud2, PointField
 from std_msgs.msg import Float64MultiArray
 from visualization_msgs.msg import MarkerArray
 
@@ -35,16 +43,18 @@ class OutputPublishers:
         self._loop = make(Float64MultiArray, '~/loop_closure', OUTPUT_QOS)
         self._markers = make(MarkerArray, '~/markers', OUTPUT_QOS)
 
-    def publish(self, stamp: Time, arrays: ResultArrays) -> str:
-        """Publish one result; returns 'accepted', 'rejected' or 'invalid_covariance'.
+    def publish(self, stamp: Time, arrays: ResultArrays, camera: int = 0) -> str:
+        """Publish one result of camera ``camera``; returns 'accepted', 'rejected' or
+        'invalid_covariance'.
 
         The pose prior and the loop closure go out only for accepted matches, and only with a
         covariance that passes the final guard.
         """
         frame = self.map_frame
         self._candidates.publish(pose_array_message(stamp, frame, arrays.poses))
-        self._cloud.publish(candidates_cloud(stamp, frame, arrays.poses[:, :3], arrays.scores,
-                                             arrays.place_ids, arrays.ranks))
+        self._cloud.publish(with_camera(candidates_cloud(
+            stamp, frame, arrays.poses[:, :3], arrays.scores, arrays.place_ids, arrays.ranks),
+            camera))
         outcome = 'rejected'
         prior = None
         if arrays.accepted:
@@ -66,3 +76,16 @@ class OutputPublishers:
         """Destroy every publisher (cleanup)."""
         for publisher in (self._prior, self._candidates, self._cloud, self._loop, self._markers):
             self._node.destroy_lifecycle_publisher(publisher)
+
+
+def with_camera(cloud: PointCloud2, camera: int) -> PointCloud2:
+    """``cloud`` with a uint32 ``camera`` field appended to every point (in place)."""
+    count, step = cloud.width * cloud.height, cloud.point_step
+    points = np.frombuffer(bytes(cloud.data), dtype=np.uint8).reshape(count, step)
+    column = np.full((count, 1), camera, dtype='<u4').view(np.uint8)
+    cloud.data = np.concatenate([points, column], axis=1).tobytes()
+    cloud.fields.append(PointField(name='camera', offset=step, datatype=PointField.UINT32,
+                                   count=1))
+    cloud.point_step = step + 4
+    cloud.row_step = cloud.point_step * cloud.width
+    return cloud

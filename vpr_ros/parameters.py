@@ -1,39 +1,34 @@
-"""The node's parameters: one table of specs, declared with descriptions and ranges.
+"""The node's parameters: node-level specs here, engine specs generated from vpr_core.
 
-Read-only parameters need a lifecycle cleanup/configure (or a restart) to change; the others
-(thresholds, ``top_k``, rate, outputs) are validated and applied at run time. Parameters under
-``localization.`` and ``teach.`` are ``key.path=value`` overrides of the vpr_core config.
+Every parameter says when a change applies (:data:`~vpr_ros.parameter_specs.APPLIES_TEXT`):
+``runtime`` ones (thresholds, ``top_k``, rate, outputs) are validated and applied while the
+node runs; ``configure`` ones (model, map, topics, frames, search, teach keyframing) can be
+set while the node is unconfigured and take effect at the next configure (``ros2 lifecycle
+set /vpr_node deactivate``, ``cleanup``, ``ros2 param set ...``, ``configure``, ``activate``);
+``startup`` ones (``autostart``, ``diagnostics_period_s``) are read-only. ``localization.*``
+and ``teach.*`` are generated from the vpr_core dataclasses (:mod:`vpr_ros.parameter_specs`).
 """
 from __future__ import annotations
 
+import array
 from dataclasses import dataclass
-from typing import Any
+import textwrap
+from typing import Any, Mapping
 
+import numpy as np
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 SetParametersResult)
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
-from vpr_core.config import apply_overrides, from_dict, to_dict
 from vpr_core.errors import ConfigError
 from vpr_core.image import DEFAULT_MAX_IMAGE_PIXELS
 from vpr_core.localization.config import LocalizationConfig
+from vpr_core.localization.tracker import SequenceTracker
+from vpr_ros.parameter_specs import APPLIES_TEXT, engine_config, engine_specs, ParameterSpec
 
-
-@dataclass(frozen=True)
-class ParameterSpec:
-    """One parameter: default (its type too), description, range (inclusive) or choices."""
-
-    name: str
-    default: Any
-    description: str
-    read_only: bool = True
-    range: tuple[float, float] | None = None
-    choices: tuple[str, ...] = ()
-
-
-PARAMETERS = (
-    ParameterSpec('autostart', True, 'configure and activate at start-up'),
+NODE_PARAMETERS = (
+    ParameterSpec('autostart', True, 'configure and activate at start-up', 'startup'),
     ParameterSpec('mode', 'localize', 'localize against map_dir, or teach: record a new map '
                   'into map_dir from images and pose_topic', choices=('localize', 'teach')),
     ParameterSpec('weights', '', 'model checkpoint (.safetensors); empty = bundled model'),
@@ -58,70 +53,19 @@ PARAMETERS = (
                   'rtabmap global_pose wants the posed frame, e.g. base_link'),
     ParameterSpec('camera_to_base', [0.0] * 6, 'camera pose in base_frame: x y z (m) roll '
                   'pitch yaw (rad); 6 numbers for all cameras or 6 per camera'),
-    ParameterSpec('top_k', 5, 'candidates published per query', read_only=False,
-                  range=(1, 100)),
+    ParameterSpec('top_k', LocalizationConfig().top_k, 'candidates published per query (also '
+                  'LocalizationConfig.top_k)', 'runtime', range=(1, 100)),
     ParameterSpec('max_rate_hz', 0.0, 'most frames processed per second (0 = no limit)',
-                  read_only=False, range=(0.0, 1000.0)),
+                  'runtime', range=(0.0, 1000.0)),
     ParameterSpec('continuous', True, 'localize every frame; false = after each '
-                  '~/relocalize, until one match is accepted', read_only=False),
-    ParameterSpec('publish_markers', True, 'publish ~/markers', read_only=False),
-    ParameterSpec('marker_scale_m', 1.0, 'marker size in metres', read_only=False,
+                  '~/relocalize, until one match is accepted', 'runtime'),
+    ParameterSpec('publish_markers', True, 'publish ~/markers', 'runtime'),
+    ParameterSpec('marker_scale_m', 1.0, 'marker size in metres', 'runtime',
                   range=(0.01, 100.0)),
-    ParameterSpec('diagnostics_period_s', 1.0, '/diagnostics period', range=(0.1, 60.0)),
-    # vpr_core LocalizationConfig (thresholds: runtime; scores in the units of its docstring)
-    ParameterSpec('localization.gate.min_score', 1.0, 'least sequence score of an accepted '
-                  'match', read_only=False, range=(-100.0, 100.0)),
-    ParameterSpec('localization.gate.min_margin', 0.1, 'least lead of the match over the best '
-                  'other place', read_only=False, range=(0.0, 100.0)),
-    ParameterSpec('localization.gate.min_frames', 3, 'frames needed before any match is '
-                  'accepted', read_only=False, range=(0, 1000)),
-    ParameterSpec('localization.gate.min_agreement', 2, 'consecutive matches that must follow '
-                  'each other', read_only=False, range=(0, 100)),
-    ParameterSpec('localization.gate.agreement_tolerance', 2, 'places two consecutive matches '
-                  'may differ by', read_only=False, range=(0, 1000)),
-    ParameterSpec('localization.gate.same_place_radius_m', 0.0, 'candidates nearer than this '
-                  'count as the same place (0: twice the keyframe spacing)', read_only=False,
-                  range=(0.0, 10000.0)),
-    ParameterSpec('localization.gate.odometry_tolerance_m', 0.0, 'allowed difference between '
-                  'map travel and odometry travel (0: off)', read_only=False,
-                  range=(0.0, 10000.0)),
-    ParameterSpec('localization.gate.odometry_tolerance_ratio', 0.2, 'extra allowed difference '
-                  'per metre travelled', read_only=False, range=(0.0, 10.0)),
-    ParameterSpec('localization.sequence.length', 10, 'frames in the sequence window (1: '
-                  'single frame)', read_only=False, range=(1, 500)),
-    ParameterSpec('localization.sequence.contrast_window', 20, 'places in the local contrast '
-                  'normalisation (0/1: off)', read_only=False, range=(0, 10000)),
-    ParameterSpec('localization.sequence.candidates', 20, 'single-frame hits extended to '
-                  'sequences', read_only=False, range=(1, 10000)),
-    ParameterSpec('localization.sequence.min_travel_m', 0.0, 'odometry travel per window step '
-                  '(0: the keyframe spacing)', read_only=False, range=(0.0, 10000.0)),
-    ParameterSpec('localization.sequence.hubness_k', 0, 'online hubness reduction: charge '
-                  'every place its k nearest frames so far (0: off)', read_only=False,
-                  range=(0, 1000)),
-    ParameterSpec('localization.confidence_temperature', 0.25, 'softmax temperature of the '
-                  'confidence', read_only=False, range=(0.001, 100.0)),
-    ParameterSpec('localization.prior.floor_spacing_factor', 0.5, 'position sigma floor as a '
-                  'multiple of the keyframe spacing', read_only=False, range=(0.0, 100.0)),
-    ParameterSpec('localization.prior.min_sigma_m', 0.1, 'least position sigma (m)',
-                  read_only=False, range=(0.001, 1000.0)),
-    ParameterSpec('localization.prior.yaw_floor_deg', 10.0, 'least yaw sigma (deg)',
-                  read_only=False, range=(0.0, 180.0)),
-    ParameterSpec('localization.prior.unobserved_variance', 1.0e4, 'variance of axes the map '
-                  'does not observe', read_only=False, range=(1.0, 1.0e6)),
-    ParameterSpec('localization.prior.calibration', '', 'score-to-error calibration JSON '
-                  '(from the evaluation tools); empty = none'),
-    ParameterSpec('localization.search.mode', 'auto', 'map search: rerank (binary then float), '
-                  'binary, float or auto', choices=('auto', 'rerank', 'binary', 'float')),
-    # teach mode keyframing (vpr_core KeyframeConfig)
-    ParameterSpec('teach.min_distance_m', 1.0, 'travel between keyframes (0: off)',
-                  range=(0.0, 10000.0)),
-    ParameterSpec('teach.min_heading_deg', 15.0, 'heading change between keyframes (0: off)',
-                  range=(0.0, 360.0)),
-    ParameterSpec('teach.max_interval_s', 0.0, 'keyframe at least this often, even parked '
-                  '(0: off)', range=(0.0, 1.0e6)),
-    ParameterSpec('teach.min_interval_s', 0.0, 'never two keyframes closer in time',
-                  range=(0.0, 1.0e6)),
+    ParameterSpec('diagnostics_period_s', 1.0, '/diagnostics period', 'startup',
+                  range=(0.1, 60.0)),
 )
+PARAMETERS = NODE_PARAMETERS + engine_specs()
 SPECS = {spec.name: spec for spec in PARAMETERS}
 LOCALIZATION_PREFIX = 'localization.'
 TEACH_PREFIX = 'teach.'
@@ -132,7 +76,8 @@ def descriptor(spec: ParameterSpec) -> ParameterDescriptor:
     text = spec.description
     if spec.choices:
         text += f" (one of: {', '.join(spec.choices)})"
-    result = ParameterDescriptor(description=text, read_only=spec.read_only)
+    text += f' [{APPLIES_TEXT[spec.applies]}]'
+    result = ParameterDescriptor(description=text, read_only=spec.applies == 'startup')
     if spec.choices:
         result.additional_constraints = f"one of: {', '.join(spec.choices)}"
     if spec.range is not None and isinstance(spec.default, bool):
@@ -152,46 +97,61 @@ def declare_parameters(node: Node, specs: tuple[ParameterSpec, ...] = PARAMETERS
         node.declare_parameter(spec.name, spec.default, descriptor(spec))
 
 
-def validate(parameters: list[Parameter], current: dict[str, Any] | None = None
-             ) -> SetParametersResult:
-    """Refuse values outside a spec's choices, and engine values (``localization.*``,
-    ``top_k``) that do not make a valid vpr_core config together with ``current`` values.
-    Ranges and types are checked by rclpy."""
+def validate(parameters: list[Parameter], current: Mapping[str, Any] | None = None, *,
+             configurable: bool = True) -> SetParametersResult:
+    """Refuse a change of a ``configure`` parameter unless ``configurable`` (the node is
+    unconfigured; setting its current value is no change), values outside a spec's choices,
+    and engine values (``localization.*``, ``top_k``) that do not make a valid vpr_core config
+    together with the ``current`` values. Ranges, types and read-only flags are checked by
+    rclpy."""
+    current = current or {}
     for parameter in parameters:
         spec = SPECS.get(parameter.name)
-        if spec is not None and spec.choices and parameter.value not in spec.choices:
+        if spec is None:
+            continue
+        if spec.applies == 'configure' and not configurable and \
+                plain(parameter.value) != current.get(parameter.name):
+            return SetParametersResult(
+                successful=False,
+                reason=f'{parameter.name} applies at configure: set it while the node is '
+                       f'unconfigured (deactivate, cleanup, set, configure, activate)')
+        if spec.choices and parameter.value not in spec.choices:
             return SetParametersResult(
                 successful=False,
                 reason=f"{parameter.name}={parameter.value!r} is not one of "
                        f"{', '.join(spec.choices)}")
-    engine = {p.name: p.value for p in parameters
-              if p.name.startswith(LOCALIZATION_PREFIX) or p.name == 'top_k'}
-    if engine:
-        values = {**(current or {}), **engine}
+    changed = {p.name: p.value for p in parameters}
+    if any(name.startswith(LOCALIZATION_PREFIX) or name == 'top_k' for name in changed):
         try:
-            localization_config({**section(values, LOCALIZATION_PREFIX),
-                                 'top_k': values.get('top_k', SPECS['top_k'].default)})
+            check_engine(engine_config(engine_values({**current, **changed})))
         except ConfigError as exc:
             return SetParametersResult(successful=False, reason=str(exc))
     return SetParametersResult(successful=True)
 
 
-def localization_config(values: dict[str, Any],
-                        base: LocalizationConfig = LocalizationConfig()) -> LocalizationConfig:
-    """``base`` with ``values`` ({'gate.min_score': 1.2, 'top_k': 5, ...}) applied.
+def engine_values(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``localization.*`` entries of ``values`` relative to LocalizationConfig, plus
+    ``top_k`` (the node's top_k is LocalizationConfig.top_k)."""
+    engine = {name[len(LOCALIZATION_PREFIX):]: value for name, value in values.items()
+              if name.startswith(LOCALIZATION_PREFIX)}
+    if 'top_k' in values:
+        engine['top_k'] = values['top_k']
+    return engine
+
+
+def check_engine(config: LocalizationConfig) -> None:
+    """The cross-field checks vpr_core makes when it builds the localizer (a dry run over a
+    one-place map), so a value accepted here cannot fail later on the worker thread."""
+    SequenceTracker(np.zeros((1, 1), dtype=np.float32), None, 0, config.sequence)
+
+
+def localization_config(values: Mapping[str, Any],
+                        base: LocalizationConfig | None = None) -> LocalizationConfig:
+    """``base`` with ``values`` ({'gate.min_score': 1.2, 'top_k': 5, ...}) applied, typed.
 
     Raises ConfigError (naming the closest key) for a name LocalizationConfig does not have.
     """
-    overrides = [f'{name}={_yaml_value(value)}' for name, value in values.items()]
-    return from_dict(LocalizationConfig, apply_overrides(to_dict(base), overrides))
-
-
-def _yaml_value(value: Any) -> str:
-    if isinstance(value, str):
-        return "''" if not value else value
-    if isinstance(value, bool):
-        return 'true' if value else 'false'
-    return repr(list(value)) if isinstance(value, (list, tuple)) else repr(value)
+    return engine_config(values, base)
 
 
 def section(values: dict[str, Any], prefix: str) -> dict[str, Any]:
@@ -200,12 +160,17 @@ def section(values: dict[str, Any], prefix: str) -> dict[str, Any]:
             if name.startswith(prefix)}
 
 
+def plain(value: Any) -> Any:
+    """A parameter value as plain Python (rclpy gives arrays as array.array)."""
+    return list(value) if isinstance(value, (array.array, tuple)) else value
+
+
 def read_values(node: Node, specs: tuple[ParameterSpec, ...] = PARAMETERS) -> dict[str, Any]:
     """Current value of every spec, as plain Python values (arrays become lists)."""
     values = {}
     for spec in specs:
         value = node.get_parameter(spec.name).value
-        values[spec.name] = list(value) if isinstance(spec.default, list) else value
+        values[spec.name] = list(value) if isinstance(spec.default, list) else plain(value)
     return values
 
 
@@ -232,7 +197,7 @@ class NodeSettings:
     publish_markers: bool
     marker_scale_m: float
     diagnostics_period_s: float
-    localization: dict[str, Any]
+    localization: LocalizationConfig
     teach: dict[str, Any]
 
     @classmethod
@@ -240,8 +205,9 @@ class NodeSettings:
         """Read every parameter of ``node``; ConfigError when values do not fit together."""
         values = read_values(node)
         values.pop('autostart')
-        values['localization'] = section(values, LOCALIZATION_PREFIX)
-        values['localization']['top_k'] = values['top_k']
+        values['localization'] = engine_config(engine_values(values))
+        check_engine(values['localization'])
+        section(values, LOCALIZATION_PREFIX)
         values['teach'] = section(values, TEACH_PREFIX)
         values['image_topics'] = tuple(values['image_topics'])
         values['camera_to_base'] = tuple(float(v) for v in values['camera_to_base'])
@@ -273,3 +239,26 @@ class NodeSettings:
         """(x, y, z, roll, pitch, yaw) of camera ``camera`` in base_frame."""
         start = 0 if len(self.camera_to_base) == 6 else 6 * camera
         return self.camera_to_base[start:start + 6]
+
+
+def help_text(width: int = 99) -> str:
+    """``vpr_node --help``: usage and every parameter with type, default, when it applies,
+    range or choices, and description (generated from :data:`PARAMETERS`)."""
+    lines = ['usage: vpr_node [--help] [--ros-args -p NAME:=VALUE ... --params-file FILE]', '',
+             'Lifecycle node: camera frames in, ranked map places and a pose prior out.',
+             'Parameters (runtime: changes apply at once; configure: settable while the node',
+             'is unconfigured, applied at configure; startup: read-only):', '']
+    for spec in PARAMETERS:
+        limits = (f", one of: {', '.join(spec.choices)}" if spec.choices else
+                  f', range {spec.range[0]!r}..{spec.range[1]!r}' if spec.range else '')
+        lines.append(f'  {spec.name} ({_type_name(spec.default)}, default '
+                     f'{spec.default!r}, {spec.applies}{limits})')
+        lines += textwrap.wrap(spec.description, width, initial_indent=' ' * 6,
+                               subsequent_indent=' ' * 6)
+    return '\n'.join(lines) + '\n'
+
+
+def _type_name(value: Any) -> str:
+    if isinstance(value, list):
+        return f'{_type_name(value[0]) if value else "string"} array'
+    return {bool: 'bool', int: 'integer', float: 'double', str: 'string'}[type(value)]

@@ -15,7 +15,8 @@ from vpr_core.localization.config import LocalizationConfig
 from vpr_core.localization.recognizer import LocalizationResult, PlaceRecognizer
 from vpr_core.mapdb.database import MapDatabase
 from vpr_core.mapdb.pose import multiply_quaternions, Pose
-from vpr_ros.parameters import localization_config, NodeSettings
+from vpr_ros.parameter_specs import engine_config
+from vpr_ros.parameters import engine_values, NodeSettings
 
 
 class Pipeline(Protocol):
@@ -29,7 +30,8 @@ class Pipeline(Protocol):
         """Forget the temporal state (relocalization from scratch)."""
 
     def update(self, changes: dict[str, Any]) -> None:
-        """Apply runtime parameter changes (``localization.*`` names, validated already)."""
+        """Apply runtime parameter changes (``localization.*`` names and ``top_k``, typed
+        ROS values, validated already)."""
 
     def save(self) -> str:
         """Teach mode: write the map atomically; returns a summary."""
@@ -85,8 +87,10 @@ class LocalizationPipeline:
             recognizer.reset()
 
     def update(self, changes: dict[str, Any]) -> None:
-        config = localization_config(_localization_changes(changes),
-                                     self._recognizers[0].config)
+        values = engine_values(changes)
+        if not values:
+            return
+        config = engine_config(values, self._recognizers[0].config)
         for recognizer in self._recognizers:
             recognizer.update_config(config)
 
@@ -102,14 +106,6 @@ class LocalizationPipeline:
         return dict(self._info)
 
 
-def _localization_changes(changes: dict[str, Any]) -> dict[str, Any]:
-    values = {name[len('localization.'):]: value for name, value in changes.items()
-              if name.startswith('localization.')}
-    if 'top_k' in changes:
-        values['top_k'] = changes['top_k']
-    return values
-
-
 def load_pipeline(settings: NodeSettings) -> Pipeline:
     """Build the vpr_core engine for ``settings``; VPRError when a file is missing or the map
     and the model do not fit together (named in the message). In teach mode a map already at
@@ -122,8 +118,7 @@ def load_pipeline(settings: NodeSettings) -> Pipeline:
         from vpr_ros.teach import TeachPipeline
         return TeachPipeline(extractor, settings.map_dir, settings.teach, extrinsics,
                              settings.map_frame)
-    config = localization_config(settings.localization)
     map_db = MapDatabase.load(settings.map_dir, expected_fingerprint=extractor.fingerprint)
     map_db.check_compatible(extractor.fingerprint, extractor.descriptor_dim,
                             extractor.code_bits)
-    return LocalizationPipeline(extractor, map_db, config, extrinsics)
+    return LocalizationPipeline(extractor, map_db, settings.localization, extrinsics)

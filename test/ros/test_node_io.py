@@ -11,6 +11,10 @@ from visualization_msgs.msg import MarkerArray
 
 from ros_harness import compressed_message, FakePipeline, image_message, wait_for
 from vpr_ros.conversions import cloud_to_array, stamp_seconds
+from vpr_ros.parameters import SPECS
+
+# the fake pipeline ranks 8 of its 10 places; the node publishes top_k of them
+CANDIDATES = min(8, SPECS['top_k'].default)
 
 pytestmark = pytest.mark.ros
 
@@ -48,12 +52,13 @@ def check_outputs(outputs, sent_stamps):
     stamp = stamp_seconds(prior.header.stamp)
     candidates = next(m for _, m in outputs['candidates']
                       if stamp_seconds(m.header.stamp) == stamp)
-    assert candidates.header.frame_id == 'map' and len(candidates.poses) == 5
+    assert candidates.header.frame_id == 'map' and len(candidates.poses) == CANDIDATES
     cloud = next(m for _, m in outputs['candidates_cloud']
                  if stamp_seconds(m.header.stamp) == stamp)
     points = cloud_to_array(cloud)
-    assert [f.name for f in cloud.fields] == ['x', 'y', 'z', 'score', 'place_id', 'rank']
-    assert list(points['rank']) == [0, 1, 2, 3, 4]
+    assert [f.name for f in cloud.fields] == ['x', 'y', 'z', 'score', 'place_id', 'rank',
+                                             'camera']
+    assert list(points['rank']) == list(range(CANDIDATES)) and not any(points['camera'])
     assert np.all(np.diff(points['score']) < 0)
     assert np.allclose(points['x'], points['place_id'])
     assert np.allclose(points['x'], [p.position.x for p in candidates.poses])
@@ -76,7 +81,7 @@ def test_raw_image_in_outputs_out_with_the_image_stamp(ros):
     stamp, shape, camera, odometry = pipeline.calls[0]
     assert shape == (24, 32, 3) and camera == 0 and odometry is None
     markers = outputs['markers'][0][1].markers
-    assert markers[0].action == markers[0].DELETEALL and len(markers) == 2 * 5 + 2
+    assert markers[0].action == markers[0].DELETEALL and len(markers) == 2 * CANDIDATES + 2
 
 
 def test_compressed_image_in(ros):

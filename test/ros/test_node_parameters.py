@@ -1,17 +1,22 @@
-"""Parameters (ranges, read-only, runtime changes), QoS overrides, cameras and services."""
+"""Parameters (ranges, when a change applies, runtime changes), QoS overrides, cameras and
+services."""
 import time
 
 from geometry_msgs.msg import PoseArray, PoseWithCovarianceStamped
+from lifecycle_msgs.msg import Transition
+from lifecycle_msgs.srv import ChangeState
 import pytest
-from rcl_interfaces.srv import SetParameters
+from rcl_interfaces.srv import DescribeParameters, SetParameters
 from rclpy.exceptions import InvalidParameterValueException
 from rclpy.parameter import Parameter
 from rclpy.qos import ReliabilityPolicy
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import Image, PointCloud2
 from std_srvs.srv import SetBool, Trigger
 
 from ros_harness import call, FakePipeline, image_message, wait_for
-from vpr_ros.parameters import PARAMETERS
+from vpr_core.localization.config import LocalizationConfig
+from vpr_ros.conversions import cloud_to_array
+from vpr_ros.parameters import PARAMETERS, SPECS
 
 pytestmark = pytest.mark.ros
 
@@ -22,15 +27,26 @@ def set_remote(probe, **values):
     return call(probe, SetParameters, '/vpr_node/set_parameters', request).results
 
 
-def test_out_of_range_and_read_only_changes_are_refused(ros):
+def change(probe, transition_id):
+    return call(probe, ChangeState, '/vpr_node/change_state',
+                ChangeState.Request(transition=Transition(id=transition_id))).success
+
+
+def test_out_of_range_and_configure_time_changes_are_refused(ros):
     node = ros.vpr_node()
     probe = ros.probe()
     too_many, = set_remote(probe, top_k=500)
-    assert not too_many.successful and node.get_parameter('top_k').value == 5
+    assert not too_many.successful
+    assert node.get_parameter('top_k').value == LocalizationConfig().top_k == 10
     negative, = set_remote(probe, max_rate_hz=-1.0)
     assert not negative.successful
-    read_only, = set_remote(probe, map_dir='/elsewhere')
-    assert not read_only.successful and node.get_parameter('map_dir').value == 'unused'
+    configure_time, = set_remote(probe, map_dir='/elsewhere')
+    assert not configure_time.successful and 'applies at configure' in configure_time.reason
+    assert node.get_parameter('map_dir').value == 'unused'
+    unchanged, = set_remote(probe, map_dir='unused')   # e.g. ros2 param load of the same file
+    assert unchanged.successful
+    startup, = set_remote(probe, diagnostics_period_s=5.0)
+    assert not startup.successful and node.get_parameter('diagnostics_period_s').value == 1.0
     results = set_remote(probe, top_k=3, max_rate_hz=4.0)
     assert all(r.successful for r in results)
     assert node.runtime['top_k'] == 3 and node.runtime['max_rate_hz'] == 4.0
@@ -38,6 +54,55 @@ def test_out_of_range_and_read_only_changes_are_refused(ros):
     assert engine.successful and node.runtime['localization.gate.min_score'] == 2.5
     too_short, = set_remote(probe, **{'localization.sequence.length': 0})
     assert not too_short.successful
+    velocities, = set_remote(probe, **{'localization.sequence.velocities': [1.0, 1.5]})
+    assert velocities.successful
+    # in range each, but vpr_core needs gap_factor <= gap_reset_factor: refused here, not on
+    # the worker thread later
+    crossed, = set_remote(probe, **{'localization.sequence.gap_factor': 50.0})
+    assert not crossed.successful and 'gap_reset_factor' in crossed.reason
+    assert node.get_parameter('localization.sequence.gap_factor').value == 3.0
+
+
+def test_configure_time_parameters_apply_at_the_next_configure(ros):
+    seen = []
+
+    def factory(settings):
+        seen.append(settings)
+        return FakePipeline()
+    node = ros.vpr_node(factory=factory)
+    probe = ros.probe()
+    assert node.state == 'active' and seen[0].map_dir == 'unused'
+    assert change(probe, Transition.TRANSITION_DEACTIVATE)
+    refused, = set_remote(probe, map_dir='/inactive')
+    assert not refused.successful
+    assert change(probe, Transition.TRANSITION_CLEANUP) and node.state == 'unconfigured'
+    results = set_remote(probe, map_dir='/new/map', **{'localization.search.mode': 'float',
+                                                       'teach.min_distance_m': 3.0})
+    assert all(r.successful for r in results)
+    assert len(seen) == 1
+    assert change(probe, Transition.TRANSITION_CONFIGURE)
+    assert change(probe, Transition.TRANSITION_ACTIVATE) and node.state == 'active'
+    assert seen[1].map_dir == '/new/map' and seen[1].localization.search.mode == 'float'
+    assert seen[1].teach['min_distance_m'] == 3.0
+    assert seen[1].localization.top_k == seen[1].top_k == 10
+
+
+def test_descriptors_say_when_a_change_applies(ros):
+    ros.vpr_node()
+    probe = ros.probe()
+    names = ['top_k', 'map_dir', 'autostart', 'localization.gate.min_score',
+             'localization.search.mode', 'localization.sequence.velocities']
+    response = call(probe, DescribeParameters, '/vpr_node/describe_parameters',
+                    DescribeParameters.Request(names=names))
+    described = dict(zip(names, response.descriptors))
+    assert not described['top_k'].read_only and 'apply at once' in described['top_k'].description
+    assert not described['map_dir'].read_only
+    assert 'applied at configure' in described['map_dir'].description
+    assert described['autostart'].read_only
+    gate = described['localization.gate.min_score']
+    assert gate.floating_point_range[0].from_value == SPECS['localization.gate.min_score'].range[0]
+    assert 'one of: auto' in described['localization.search.mode'].additional_constraints
+    assert described['localization.sequence.velocities'].type == 8   # PARAMETER_DOUBLE_ARRAY
 
 
 def test_a_bad_choice_is_refused_at_start(ros):
@@ -48,6 +113,7 @@ def test_a_bad_choice_is_refused_at_start(ros):
 def test_every_parameter_has_a_description():
     assert all(spec.description for spec in PARAMETERS)
     assert len({spec.name for spec in PARAMETERS}) == len(PARAMETERS)
+    assert {spec.applies for spec in PARAMETERS} == {'runtime', 'configure', 'startup'}
 
 
 def test_runtime_top_k_changes_the_outputs_and_reaches_the_pipeline(ros):
@@ -76,11 +142,12 @@ def test_qos_is_sensor_data_by_default_and_overridable(ros):
     assert info.qos_profile.reliability == ReliabilityPolicy.RELIABLE
 
 
-def test_several_cameras(ros):
+def test_several_cameras_and_the_cloud_names_the_camera(ros):
     pipeline = FakePipeline()
     ros.vpr_node({'image_topics': ['front/image', 'rear/image'],
                   'camera_to_base': [0.0] * 12}, pipeline=pipeline)
     probe = ros.probe()
+    clouds = probe.listen(PointCloud2, '/vpr_node/candidates_cloud')
     front = probe.publisher(Image, '/front/image')
     rear = probe.publisher(Image, '/rear/image')
     for i in range(50):
@@ -89,6 +156,14 @@ def test_several_cameras(ros):
         if wait_for(lambda: {call[2] for call in pipeline.calls} == {0, 1}, 0.1):
             break
     assert {call[2] for call in pipeline.calls} == {0, 1}
+    assert wait_for(lambda: {cloud_to_array(m)['camera'][0] for _, m in clouds} == {0, 1})
+    for _, cloud in clouds:
+        points = cloud_to_array(cloud)
+        assert [f.name for f in cloud.fields][-1] == 'camera' and cloud.point_step == 28
+        assert len(set(points['camera'])) == 1
+        # the fake pipeline ranks place (image value) first: 1 from the front camera (0),
+        # 2 from the rear camera (1)
+        assert points['place_id'][0] == 1 + points['camera'][0]
 
 
 def publish_frames(publisher, count, start_s, until=None):

@@ -11,7 +11,9 @@ Over the scored frames (decoded, ground truth known):
   correct accepted / frames with a positive, rate = accepted / frames;
 - ``localization_error``: horizontal distance from accepted priors to the ground-truth base
   position, yaw error, and the errors against the prior covariance (normalised squared error
-  per axis, 1 when calibrated; share inside the 95 % ellipse, 0.95 when calibrated);
+  per axis, 1 when calibrated; share inside the 95 % ellipse, 0.95 when calibrated; the
+  median published sigma, ``median_sigma_m``, the larger of x and y: a share inside far
+  above 0.95 with a sigma far above the errors means an over-wide covariance);
   ``localization_error_top1``: the same for every top candidate, accepted or not;
 - ``latency_ms``: p50 / p95 / mean / max per stage (decode, extract, localize, total).
 """
@@ -147,6 +149,8 @@ def error_summary(columns: dict[str, np.ndarray], chosen: np.ndarray) -> dict:
     summary['normalised_squared_error_per_axis'] = _stat(np.mean, normalised.reshape(-1))
     summary['within_95_ellipse'] = _stat(lambda v: np.mean(v <= CHI2_2DOF_95),
                                          normalised.sum(axis=0))
+    summary['median_sigma_m'] = _stat(np.median, np.maximum(columns['sigma_x_m'][finite],
+                                                            columns['sigma_y_m'][finite]))
     return summary
 
 

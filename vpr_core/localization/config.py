@@ -18,11 +18,17 @@ from vpr_core.mapdb.index import SearchConfig
 class SequenceConfig:
     """Temporal matching over the last ``length`` window steps (1: single-frame).
 
-    ``velocities``: map places advanced per window step (several make it speed-tolerant);
-    ``candidates``: single-frame hits extended to sequences (plus the previous best, moved
-    along); ``min_travel_m``: with odometry, a new window step starts after this much travel
-    (0: the map's keyframe spacing), so a stopped robot does not flood the window; without
-    odometry every frame is a step. ``hubness_k`` > 0: online hubness reduction (see
+    ``velocities``: map places advanced per nominal frame period, and map metres per
+    odometry metre (several make it speed- and scale-tolerant); ``candidates``: single-frame
+    hits extended to sequences (plus the previous best, moved along); ``min_travel_m``: with
+    odometry, a new window step starts after this much travel (0: the map's keyframe
+    spacing), so a stopped robot does not flood the window; without odometry every frame is
+    a step. Window frames sit on a trajectory by odometry travel and by elapsed time in
+    nominal frame periods (``frame_period_s``; 0: a low quantile of the recent stamp
+    spacing), not by frame count, so lost frames do not bend it. A spacing above
+    ``gap_factor`` periods that odometry does not measure is a gap: a match then needs
+    ``gate.min_frames`` frames after it; above ``gap_reset_factor`` periods the window
+    restarts. ``hubness_k`` > 0: online hubness reduction (see
     :mod:`~vpr_core.localization.hubness`) before the trajectories are scored, from every
     frame's similarity to every map place (one pass over the map per frame); 0: off.
     """
@@ -33,6 +39,9 @@ class SequenceConfig:
     candidates: int = 20
     min_travel_m: float = 0.0
     hubness_k: int = 0
+    frame_period_s: float = 0.0
+    gap_factor: float = 3.0
+    gap_reset_factor: float = 20.0
 
 
 @dataclass(frozen=True)
@@ -65,15 +74,19 @@ class PriorConfig:
     """Pose prior covariance (variances in m^2 and rad^2, diagonal).
 
     ``floor_spacing_factor`` x keyframe spacing and ``min_sigma_m`` bound the position sigma
-    from below; ``yaw_floor_deg`` the yaw sigma; unobserved axes (z, roll, pitch on planar
-    maps, yaw when the map has no orientation) get ``unobserved_variance``; every variance is
-    clamped to [``min_variance``, ``max_variance``] (< 1e9, which Nav2 rejects).
+    from below; ``step_sigma`` x the places travelled since the previous frame x the keyframe
+    spacing is added (in quadrature, on x and y) for the along-track uncertainty of a match
+    made across that step (large after a gap); ``yaw_floor_deg`` bounds the yaw sigma;
+    unobserved axes (z, roll, pitch on planar maps, yaw when the map has no orientation) get
+    ``unobserved_variance``; every variance is clamped to [``min_variance``,
+    ``max_variance``] (< 1e9, which Nav2 rejects).
     ``calibration``: JSON file of a fitted score-to-error calibration ('' for none).
     """
 
     camera_in_base: tuple[float, ...] = IDENTITY_EXTRINSIC
     floor_spacing_factor: float = 0.5
     min_sigma_m: float = 0.1
+    step_sigma: float = 0.1
     yaw_floor_deg: float = 10.0
     rotation_floor_deg: float = 5.0
     unobserved_variance: float = 1.0e4

@@ -13,8 +13,9 @@ from vpr_core.localization.tracker import Hypothesis
 from vpr_core.mapdb.database import MapDatabase
 from vpr_core.mapdb.pose import Pose
 
-REASONS = ('empty map', 'no candidates', 'warming up', 'low score', 'current frame disagrees',
-           'low margin', 'temporal disagreement', 'odometry disagreement')
+REASONS = ('empty map', 'no candidates', 'warming up', 'after gap', 'low score',
+           'current frame disagrees', 'low margin', 'temporal disagreement',
+           'odometry disagreement')
 
 
 @dataclass
@@ -39,9 +40,12 @@ class Verdict:
 
 
 def judge(database: MapDatabase, hypotheses: list[Hypothesis], weights: np.ndarray,
-          window_frames: int, new_step: bool, odometry: Pose | None, config: GateConfig,
-          state: GateState) -> Verdict:
-    """Decide on the best hypothesis and update ``state``; ``weights`` [H] sum to 1."""
+          window_frames: int, odometry: Pose | None, config: GateConfig,
+          state: GateState, frames_since_gap: int | None = None) -> Verdict:
+    """Decide on the best hypothesis and update ``state``; ``weights`` [H] sum to 1;
+    ``frames_since_gap``: window frames after the latest unexplained stamp gap (while the
+    window reaches back before it, they must be ``min_frames`` and score ``min_score`` on
+    their own: the frames before it were placed by time alone)."""
     best = hypotheses[0]
     rows = np.array([h.index for h in hypotheses], dtype=np.int64)
     scores = np.array([h.score for h in hypotheses])
@@ -50,10 +54,13 @@ def judge(database: MapDatabase, hypotheses: list[Hypothesis], weights: np.ndarr
                           axis=1) <= radius
     confidence = float(np.clip(weights[near].sum(), 0.0, 1.0))
     margin = float(best.score - scores[~near].max()) if np.any(~near) else float('inf')
-    _update_streak(state, best, new_step, config.agreement_tolerance)
+    _update_streak(state, best, config.agreement_tolerance)
     reason = ''
     if window_frames < config.min_frames:
         reason = 'warming up'
+    elif frames_since_gap is not None and frames_since_gap < window_frames and (
+            frames_since_gap < config.min_frames or best.recent < config.min_score):
+        reason = 'after gap'        # the frames after the gap must carry the match alone
     elif best.score < config.min_score:
         reason = 'low score'
     elif best.current < config.min_frame_score:
@@ -71,11 +78,11 @@ def judge(database: MapDatabase, hypotheses: list[Hypothesis], weights: np.ndarr
     return Verdict(not reason, reason, confidence, margin)
 
 
-def _update_streak(state: GateState, best: Hypothesis, new_step: bool, tolerance: int) -> None:
+def _update_streak(state: GateState, best: Hypothesis, tolerance: int) -> None:
     if state.previous is None:
         state.streak = 1
     else:
-        expected = state.previous + int(round(best.velocity * int(new_step)))
+        expected = state.previous + int(round(best.advance))
         state.streak = state.streak + 1 if abs(best.index - expected) <= tolerance else 1
     state.previous = best.index
 

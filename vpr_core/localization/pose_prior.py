@@ -4,7 +4,9 @@ The map stores poses of the mapping camera; the robot's base is the matched came
 composed with the inverse of the query camera's extrinsic (its pose in the base frame). The
 covariance is diagonal over (x, y, z, roll, pitch, yaw), row-major 6 x 6, and built from:
 the spread of the candidates around the match (weighted by their confidence), a floor from the
-keyframe spacing (a match cannot be more precise than the distance between places), a
+keyframe spacing (a match cannot be more precise than the distance between places), the
+along-track uncertainty of the step since the previous frame (``step_sigma`` x the places
+travelled: after a gap the trajectory that placed the match bridged that many places), a
 score-to-error calibration factor, and large variances for the axes the map does not observe.
 It is never zero, never negative and never above ``max_variance`` (< 1e9, Nav2's limit).
 """
@@ -37,12 +39,14 @@ class PosePrior:
 
 def estimate_prior(database: MapDatabase, best: int, candidates: np.ndarray,
                    weights: np.ndarray, score: float, config: PriorConfig,
-                   calibration: ScoreCalibration, camera_in_base: Pose) -> PosePrior:
-    """Prior for map row ``best``; ``candidates`` [C] rows with ``weights`` [C] (sum 1)."""
+                   calibration: ScoreCalibration, camera_in_base: Pose,
+                   step_places: float = 1.0) -> PosePrior:
+    """Prior for map row ``best``; ``candidates`` [C] rows with ``weights`` [C] (sum 1);
+    ``step_places``: places travelled since the previous frame."""
     position, orientation = compose(database.positions[best:best + 1],
                                     database.orientations[best:best + 1], invert(camera_in_base))
     variances = prior_variances(database, best, candidates, weights, score, config, calibration,
-                                camera_in_base)
+                                camera_in_base, step_places)
     covariance = np.diag(variances).reshape(-1)
     pose = Pose(tuple(float(v) for v in position[0]), tuple(float(v) for v in orientation[0]))
     return PosePrior(pose, tuple(float(v) for v in covariance), database.manifest.frame_id)
@@ -50,7 +54,8 @@ def estimate_prior(database: MapDatabase, best: int, candidates: np.ndarray,
 
 def prior_variances(database: MapDatabase, best: int, candidates: np.ndarray,
                     weights: np.ndarray, score: float, config: PriorConfig,
-                    calibration: ScoreCalibration, camera_in_base: Pose) -> np.ndarray:
+                    calibration: ScoreCalibration, camera_in_base: Pose,
+                    step_places: float = 1.0) -> np.ndarray:
     """[6] variances (x, y, z, roll, pitch, yaw) of the prior, clamped to the valid range."""
     manifest = database.manifest
     candidates = np.asarray(candidates, dtype=np.int64)
@@ -63,12 +68,13 @@ def prior_variances(database: MapDatabase, best: int, candidates: np.ndarray,
     turn = np.angle(np.exp(1j * (yaw[:-1] - yaw[-1])))
     yaw_spread = float((weights * turn ** 2).sum()) if len(candidates) else 0.0
     floor = max(config.min_sigma_m, config.floor_spacing_factor * database.keyframe_spacing_m)
+    along = config.step_sigma * max(float(step_places), 0.0) * database.keyframe_spacing_m
     scale = calibration.factor(score)
     yaw_var = (yaw_spread + np.radians(config.yaw_floor_deg) ** 2) * scale
     if manifest.orientation_source == 'none':
         yaw_var = config.unobserved_variance
     lever = float(np.hypot(*camera_in_base.position[:2]))
-    xy = (spread[:2] + floor ** 2) * scale + min(yaw_var, np.pi ** 2) * lever ** 2
+    xy = (spread[:2] + floor ** 2 + along ** 2) * scale + min(yaw_var, np.pi ** 2) * lever ** 2
     if manifest.planar:
         z = roll = pitch = config.unobserved_variance
     else:

@@ -7,8 +7,10 @@ from vpr_core.descriptors import Descriptors, pack_codes
 from vpr_core.errors import ConfigError
 from vpr_core.evaluation.datasets import EvalSet
 from vpr_core.evaluation.evaluator import EvalOptions, score_descriptors
-from vpr_core.localization.config import SequenceConfig
+from vpr_core.evaluation.stream import descriptor_map, query_stamps, stream_config
+from vpr_core.localization.config import LocalizationConfig, SequenceConfig
 from vpr_core.localization.hubness import PlaceHubness, reduce_hubness
+from vpr_core.localization.recognizer import PlaceRecognizer
 from vpr_core.localization.sequence import sequence_score_matrix
 from vpr_core.localization.tracker import SequenceTracker
 
@@ -87,15 +89,23 @@ def test_the_evaluator_sequence_filter_applies_it(k):
     evalset = EvalSet(name='toy', database=tuple(f'd{i}' for i in range(20)),
                       queries=tuple(f'q{i}' for i in range(20)), positives=tuple(positives),
                       sequential=True)
-    options = EvalOptions(sequence_length=3, hubness_k=k, progress=False)
+    localization = LocalizationConfig(sequence=SequenceConfig(hubness_k=k))
+    options = EvalOptions(sequence_length=3, localization=localization, progress=False)
     section = score_descriptors(Descriptors(db, None), Descriptors(queries, None), evalset,
                                 options)
-    matrix = np.maximum(2.0 - 2.0 * queries.astype(np.float64) @ db.T.astype(np.float64), 0)
-    if k:
-        matrix = reduce_hubness(matrix, k)
-    expected = np.argmin(sequence_score_matrix(matrix, 3), axis=1)
-    assert section['sequence_matches'] == [int(e) for e in expected]
-    assert section['hubness_k'] == k
+    # the evaluator's stream is the node's recognizer, with the hubness correction when set
+    config = stream_config(localization, 'float', 3, options.rerank_k)
+    recognizer = PlaceRecognizer(descriptor_map(Descriptors(db, None), 'float'), None, config)
+    stamps = query_stamps(evalset)
+    expected = [recognizer.process(Descriptors(queries[i:i + 1], None), int(stamps[i]))
+                for i in range(20)]
+    assert section['sequence_matches'] == [r.match.index for r in expected]
+    assert section['hubness_k'] == k and (recognizer.tracker.hubness is None) == (k == 0)
+    plain = PlaceRecognizer(descriptor_map(Descriptors(db, None), 'float'), None,
+                            stream_config(LocalizationConfig(), 'float', 3, options.rerank_k))
+    scores = [plain.process(Descriptors(queries[i:i + 1], None), int(stamps[i])).match.score
+              for i in range(20)]
+    assert np.allclose([r.match.score for r in expected], scores) == (k == 0)
     single = np.argmin(2.0 - 2.0 * queries @ db.T, axis=1)
     assert section['matches'] == [int(s) for s in single]        # single-frame: never
 

@@ -105,7 +105,7 @@ def test_vpr_node_help_prints_every_parameter_and_exits_without_ros():
     assert out.startswith('usage: vpr_node')
     for spec in PARAMETERS:
         assert f'  {spec.name} (' in out, spec.name
-    assert 'localization.gate.min_score (double, default 1.0, runtime, range -100.0..100.0)' \
+    assert 'localization.gate.min_score (double, default 1.3, runtime, range -100.0..100.0)' \
         in out
     assert 'least sequence score of an accepted match' in out
     assert "mode (string, default 'localize', configure, one of: localize, teach)" in out

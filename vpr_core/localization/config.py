@@ -58,7 +58,7 @@ class GateConfig:
     travel between two accepted matches may differ from the odometry's (0: off).
     """
 
-    min_score: float = 1.0
+    min_score: float = 1.3
     min_frame_score: float = 0.0
     min_margin: float = 0.1
     same_place_radius_m: float = 0.0

@@ -49,9 +49,7 @@ def judge(database: MapDatabase, hypotheses: list[Hypothesis], weights: np.ndarr
     best = hypotheses[0]
     rows = np.array([h.index for h in hypotheses], dtype=np.int64)
     scores = np.array([h.score for h in hypotheses])
-    radius = config.same_place_radius_m or 2.0 * database.keyframe_spacing_m
-    near = np.linalg.norm(database.positions[rows] - database.positions[best.index],
-                          axis=1) <= radius
+    near = same_place(database, rows, config)
     confidence = float(np.clip(weights[near].sum(), 0.0, 1.0))
     margin = float(best.score - scores[~near].max()) if np.any(~near) else float('inf')
     _update_streak(state, best, config.agreement_tolerance)
@@ -76,6 +74,14 @@ def judge(database: MapDatabase, hypotheses: list[Hypothesis], weights: np.ndarr
         state.accepted_odometry = None if odometry is None else \
             np.asarray(odometry.position, dtype=np.float64)
     return Verdict(not reason, reason, confidence, margin)
+
+
+def same_place(database: MapDatabase, rows: np.ndarray, config: GateConfig) -> np.ndarray:
+    """[R] bool: map ``rows`` within the same-place radius of ``rows[0]`` (the match)
+    (``same_place_radius_m``, 0: twice the keyframe spacing)."""
+    radius = config.same_place_radius_m or 2.0 * database.keyframe_spacing_m
+    return np.linalg.norm(database.positions[rows] - database.positions[rows[0]],
+                          axis=1) <= radius
 
 
 def _update_streak(state: GateState, best: Hypothesis, tolerance: int) -> None:

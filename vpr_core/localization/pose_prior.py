@@ -3,7 +3,10 @@
 The map stores poses of the mapping camera; the robot's base is the matched camera pose
 composed with the inverse of the query camera's extrinsic (its pose in the base frame). The
 covariance is diagonal over (x, y, z, roll, pitch, yaw), row-major 6 x 6, and built from:
-the spread of the candidates around the match (weighted by their confidence), a floor from the
+the spread of the candidates at the matched place (weighted by their confidence; the
+recognizer passes zero weight for candidates beyond the gate's same-place radius: a Gaussian
+cannot describe a rival place hundreds of metres away, so a match with strong rivals is the
+gate's to reject, not the covariance's to smear over the route), a floor from the
 keyframe spacing (a match cannot be more precise than the distance between places), the
 along-track uncertainty of the step since the previous frame (``step_sigma`` x the places
 travelled: after a gap the trajectory that placed the match bridged that many places), a

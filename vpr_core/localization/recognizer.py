@@ -24,7 +24,7 @@ from vpr_core.descriptors import Descriptors
 from vpr_core.errors import ConfigError
 from vpr_core.localization.calibration import ScoreCalibration
 from vpr_core.localization.config import LocalizationConfig
-from vpr_core.localization.gate import GateState, judge
+from vpr_core.localization.gate import GateState, judge, same_place
 from vpr_core.localization.pose_prior import estimate_prior, PosePrior
 from vpr_core.localization.tracker import Hypothesis, SequenceTracker
 from vpr_core.mapdb.database import MapDatabase
@@ -231,7 +231,9 @@ class PlaceRecognizer:
         verdict = judge(self.map, hypotheses, weights, len(self.tracker.window), odometry,
                         config.gate, self.state, self.tracker.frames_since_gap)
         extrinsic = camera_in_base or Pose.from_sequence(config.prior.camera_in_base)
-        prior = estimate_prior(self.map, int(rows[0]), rows, weights, float(scores[0]),
+        # the prior describes the match at its place: rivals elsewhere are the gate's business
+        near_weights = np.where(same_place(self.map, rows, config.gate), weights, 0.0)
+        prior = estimate_prior(self.map, int(rows[0]), rows, near_weights, float(scores[0]),
                                config.prior, self.calibration, extrinsic,
                                self.tracker.step_places)
         distances = self.tracker.distances(descriptors, rows[:config.top_k])

@@ -125,7 +125,10 @@ def test_odometry_gate_and_window_steps(route):
     assert len(recognizer.tracker.window) == steps
 
 
-def test_ambiguous_places_get_a_low_margin_and_a_wide_covariance(route):
+def test_ambiguous_places_are_rejected_not_smeared_into_the_covariance(route):
+    """Two equal places 70 m apart: the gate rejects the match ('low margin'); the prior
+    describes the matched place only (a Gaussian over both would be consistent and useless),
+    so its sigma stays at the scale of the keyframe spacing, not of the 70 m between them."""
     database, queries = route
     floats, codes = database.floats.copy(), database.codes.copy()
     floats[45:75], codes[45:75] = floats[10:40], codes[10:40]   # the route repeats 70 m on
@@ -134,8 +137,10 @@ def test_ambiguous_places_get_a_low_margin_and_a_wide_covariance(route):
     recognizer = PlaceRecognizer(twin, None, config())
     result = [recognizer.process(queries[i:i + 1], i) for i in range(20, 30)][-1]
     assert result.rejection_reason == 'low margin' and abs(result.margin) < 1e-6
+    assert not result.accepted
     covariance = np.asarray(result.covariance).reshape(6, 6)
-    assert covariance[0, 0] > 0.25 * 70.0 ** 2     # two equal candidates 70 m apart
+    spacing = twin.keyframe_spacing_m
+    assert 0.25 * spacing ** 2 <= covariance[0, 0] < (2.0 * spacing) ** 2
     check_covariance(result)
 
 

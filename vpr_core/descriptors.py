@@ -9,7 +9,9 @@ import numpy as np
 # does not choose. SelaVPR++ re-ranks 100; the bundled model's 256-bit codes hold the true
 # place of fewer queries in their top 100 than its float descriptor ranks first, so 100 cost
 # it 2 points of R@1 on the Nordland validation split (0.784 against 0.804), and 200 none.
-# Re-ranking 200 candidates is 200 dot products per query.
+# Re-ranking 200 candidates is 200 dot products per query. It is the floor of the map
+# search's automatic depth (vpr_core.mapdb.index.rerank_depth), which grows with the map:
+# past a few thousand places a fixed 200 loses the float top-1 more and more often.
 RERANK_K = 200
 
 

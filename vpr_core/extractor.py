@@ -13,6 +13,11 @@ never lets batching decide that; ``crossimage_policy`` fixes it:
   files; the result depends on that order.
 
 Models without a cross-image encoder ignore the policy: any batching gives the same result.
+
+``backend`` picks what runs the forward pass (:mod:`vpr_core.backends`): ``torch`` (default),
+``onnxruntime`` or ``auto``. The descriptors agree across backends to float rounding, so the
+model ``fingerprint`` stays the compatibility key; :attr:`Extractor.backend` names the one in
+use for manifests and diagnostics.
 """
 from __future__ import annotations
 
@@ -24,8 +29,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from vpr_core.backends import create_backend, TorchBackend
 from vpr_core.descriptors import Descriptors, pack_codes
-from vpr_core.devices import autocast, select_device, use_fp16
+from vpr_core.devices import select_device
 from vpr_core.errors import ConfigError
 from vpr_core.model.checkpoint import default_model_path, load_model, model_fingerprint
 from vpr_core.model.config import ModelConfig
@@ -40,25 +46,33 @@ CROSSIMAGE_POLICIES = ('single', 'fixed_batch')
 class Extractor:
     """Computes global descriptors of RGB images with one model on one device.
 
-    ``fp16`` None: autocast fp16 on CUDA, float32 on CPU. ``batch_size`` bounds how many
-    images share a forward pass (memory), never what a descriptor is.
+    ``fp16`` None: autocast fp16 on CUDA, float32 on CPU (torch backend). ``batch_size``
+    bounds how many images share a forward pass (memory), never what a descriptor is.
+    ``backend``: ``torch``, ``onnxruntime`` or ``auto`` (:mod:`vpr_core.backends`);
+    ``onnx_cache`` overrides where the ONNX graph is cached.
     """
 
     def __init__(self, model: VPRModel, *, device: str | torch.device = 'auto',
                  batch_size: int = 16, fp16: bool | None = None, progress: bool = False,
-                 crossimage_policy: CrossImagePolicy = 'single') -> None:
+                 crossimage_policy: CrossImagePolicy = 'single', backend: str = 'torch',
+                 onnx_cache: str | os.PathLike | None = None) -> None:
         if batch_size < 1:
             raise ConfigError(f'batch_size must be >= 1, got {batch_size}')
         if crossimage_policy not in CROSSIMAGE_POLICIES:
             raise ConfigError(f'unknown crossimage_policy {crossimage_policy!r}; valid: '
                               f'{", ".join(CROSSIMAGE_POLICIES)}')
         self.device = select_device(device)
-        self.model = model.to(self.device).eval()
-        self.fp16 = use_fp16(self.device, fp16)
+        self._fingerprint: str | None = getattr(model, 'fingerprint', None)
+        self._backend = create_backend(backend, model.eval(), self.device, fp16=fp16,
+                                       cache=onnx_cache)
+        self.model = model
+        torch_backend = isinstance(self._backend, TorchBackend)
+        self.fp16 = self._backend.fp16 if torch_backend else False
+        # onnxruntime takes host arrays: preprocess where its input lives
+        self._input_device = self.device if torch_backend else torch.device('cpu')
         self.batch_size = int(batch_size)
         self.progress = progress
         self.crossimage_policy = crossimage_policy
-        self._fingerprint: str | None = getattr(model, 'fingerprint', None)
 
     @classmethod
     def from_weights(cls, path: str | os.PathLike | None = None, **kwargs) -> 'Extractor':
@@ -88,6 +102,11 @@ class Extractor:
         return self._fingerprint
 
     @property
+    def backend(self) -> str:
+        """The inference backend in use: ``torch`` or ``onnxruntime`` (``auto`` resolved)."""
+        return self._backend.name
+
+    @property
     def batch_dependent(self) -> bool:
         """True when the model mixes information across the images of a forward pass."""
         return bool(getattr(self.model, 'batch_dependent', False))
@@ -99,7 +118,7 @@ class Extractor:
         with bar:
             for start, stop in self._groups(len(images)):
                 batch = preprocess_batch(images[start:stop], self.model.config.preprocess,
-                                         device=self.device)
+                                         device=self._input_device)
                 self._store(batch, floats, codes, start)
                 bar.update(stop - start)
         return Descriptors(floats, codes)
@@ -108,7 +127,7 @@ class Extractor:
         """Already preprocessed [N, 3, H, W] ImageNet-normalised images -> Descriptors."""
         floats, codes = self._allocate(int(batch.shape[0]))
         for start, stop in self._groups(int(batch.shape[0])):
-            self._store(batch[start:stop].to(self.device), floats, codes, start)
+            self._store(batch[start:stop], floats, codes, start)
         return Descriptors(floats, codes)
 
     def _groups(self, count: int) -> Iterator[tuple[int, int]]:
@@ -125,21 +144,19 @@ class Extractor:
         codes = np.empty((count, self.code_bits // 8), np.uint8) if self.code_bits else None
         return floats, codes
 
-    @torch.inference_mode()
     def _store(self, batch: torch.Tensor, floats: np.ndarray | None, codes: np.ndarray | None,
                start: int) -> None:
-        with autocast(self.device, self.fp16):
-            values, signs = self.model.descriptors(batch)
+        values, signs = self._backend.run(batch)
         stop = start + int(batch.shape[0])
         if floats is not None:
-            values = torch.nn.functional.normalize(values.float(), dim=-1)
-            floats[start:stop] = values.cpu().numpy()
+            floats[start:stop] = values
         if codes is not None:
-            codes[start:stop] = pack_codes(signs.float().cpu().numpy())
+            codes[start:stop] = pack_codes(signs)
 
 
 def describe(images: Sequence[np.ndarray], *, weights: str | os.PathLike | None = None,
-             model: VPRModel | None = None, device: str | torch.device = 'auto') -> Descriptors:
+             model: VPRModel | None = None, device: str | torch.device = 'auto',
+             backend: str = 'torch') -> Descriptors:
     """One-call descriptors of RGB uint8 images with ``model`` or the checkpoint ``weights``.
 
     Neither given: the bundled default model. Loads the model on every call; keep an
@@ -147,6 +164,6 @@ def describe(images: Sequence[np.ndarray], *, weights: str | os.PathLike | None 
     """
     if model is not None and weights is not None:
         raise ConfigError('describe() takes weights= or model=, not both')
-    extractor = Extractor(model, device=device) if model is not None else \
-        Extractor.from_weights(weights, device=device)
+    extractor = Extractor(model, device=device, backend=backend) if model is not None else \
+        Extractor.from_weights(weights, device=device, backend=backend)
     return extractor.extract(images)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import threading
+import warnings
 from dataclasses import dataclass
 from typing import Literal
 
@@ -23,9 +25,17 @@ logger = logging.getLogger(__name__)
 
 MODES = ('auto', 'rerank', 'binary', 'float')
 _CHUNK_BYTES = 64 << 20
+# Share of the map re-ranked at 256 bits, and its halving per doubling of the code length
+# (bench/rerank_depth.py, the bundled model's descriptors of Nordland: at 10% of a 5342-place
+# map the hashed path keeps 97% of the correct float top-1s, 94% of all float top-1s; the
+# Hamming rank of the float top-1 shrinks 1.5x (p99) to 3.6x (median) per doubling of bits).
+_RERANK_SHARE_256 = 0.1
+_RERANK_BITS_EXPONENT = 1.0
 # Below this many queries faiss runs on the calling thread only: OpenMP fan-out over one
 # query costs more than it saves and spins badly on a loaded CPU.
 _PARALLEL_FROM = 16
+_RERANK_CHUNK_BYTES = 1 << 21
+_LOCAL = threading.local()
 
 
 @dataclass(frozen=True)
@@ -35,16 +45,18 @@ class SearchConfig:
     ``mode``: ``rerank`` (Hamming top-``rerank_k``, then float re-rank), ``binary``, ``float``
     or ``auto`` (rerank when the map has codes and floats, else what it has). ``index``:
     ``flat`` (exact), ``hnsw`` / ``ivf`` (approximate, binary only) or ``auto`` (flat below
-    ``approximate_from`` places, else ivf). Exact search stays the default up to 2 M places:
-    with queries far from their place in Hamming space (seasons, viewpoint) the approximate
-    indexes lose recall (``bench/retrieval.py``), while a flat 512-bit scan of 1 M places takes
-    a few milliseconds on one core. ``ivf_nlist`` 0: min(4 sqrt(N), 1024). ``device``: ``auto``
-    uses a CUDA faiss (``GpuIndexBinaryFlat``) when present.
+    ``approximate_from`` places, else ivf). ``rerank_k`` 0 (default): :func:`rerank_depth`
+    of the code length and map size, which keeps the float top-1 as the map grows. Exact
+    search stays the default up to 2 M places: with queries far from their place in Hamming
+    space (seasons, viewpoint) the approximate indexes lose recall (``bench/retrieval.py``),
+    while a flat 512-bit scan of 1 M places takes a few milliseconds on one core.
+    ``ivf_nlist`` 0: min(4 sqrt(N), 1024). ``device``: ``auto`` uses a CUDA faiss
+    (``GpuIndexBinaryFlat``) when present.
     """
 
     mode: Literal['auto', 'rerank', 'binary', 'float'] = 'auto'
     top_k: int = 10
-    rerank_k: int = RERANK_K
+    rerank_k: int = 0
     index: Literal['auto', 'flat', 'hnsw', 'ivf'] = 'auto'
     approximate_from: int = 2_000_000
     hnsw_m: int = 32
@@ -88,10 +100,38 @@ def hamming_distances(queries: np.ndarray, codes: np.ndarray) -> np.ndarray:
 
 
 def top_k_smallest(values: np.ndarray, k: int) -> np.ndarray:
-    """[Q, N] -> [Q, min(k, N)] column indices of the k smallest values, ties by index."""
+    """[Q, N] -> [Q, min(k, N)] column indices of the k smallest values, ties by index.
+
+    A partition per row, then a stable sort of the few values at or below the k-th one: the
+    result of a stable full argsort in O(N) instead of O(N log N).
+    """
     k = min(k, values.shape[1])
-    order = np.argsort(values, axis=1, kind='stable')
-    return order[:, :k]
+    if k == 0 or 4 * k >= values.shape[1]:
+        return np.argsort(values, axis=1, kind='stable')[:, :k]
+    out = np.empty((values.shape[0], k), dtype=np.int64)
+    for row, line in enumerate(values):
+        kth = np.partition(line, k - 1)[k - 1]
+        kept = np.flatnonzero(line <= kth)
+        out[row] = kept[np.argsort(line[kept], kind='stable')[:k]]
+    return out
+
+
+def rerank_depth(code_bits: int, num_places: int) -> int:
+    """Hamming candidates to re-rank so that the float top-1 is among them (``rerank_k`` 0).
+
+    The float top-1's Hamming rank grows in proportion to the map (a fixed share of the
+    places look closer in Hamming space than it), and shrinks as codes get longer. The depth
+    is the larger of :data:`RERANK_K` (what every map used before, so maps under 2,000
+    places at 256 bits search as they did) and 10% of the map at 256 bits, 5% at 512: the
+    share at which the bundled model's codes keep R@1 within one point of its float
+    descriptor on Nordland (``bench/rerank_depth.py``). Codes that follow their float branch
+    more closely than the bundled model's can use a fixed ``rerank_k``.
+    """
+    if num_places <= 0:
+        return 0
+    share = _RERANK_SHARE_256 * (256.0 / max(int(code_bits), 64)) ** _RERANK_BITS_EXPONENT
+    depth = max(RERANK_K, int(np.ceil(share * num_places)))
+    return int(min(depth, num_places))
 
 
 def resolve_mode(mode: str, has_floats: bool, has_codes: bool) -> str:
@@ -127,6 +167,8 @@ class PlaceIndex:
         self.size = len(floats) if floats is not None else len(codes)
         self._binary = None
         self._float = None
+        self._float32: np.ndarray | None = None
+        self._table = None
         self.kind = 'flat' if self.mode == 'float' else _index_kind(config, self.size)
         if self.size and config.backend == 'faiss':
             self._build_faiss()
@@ -146,13 +188,20 @@ class PlaceIndex:
         if self.mode == 'float':
             return self._search_float(_require(queries.floats, 'floats'), k)
         codes = _require(queries.codes, 'codes')
-        depth = max(k, config.rerank_k) if self.mode == 'rerank' else k
+        depth = max(k, self.rerank_depth(config)) if self.mode == 'rerank' else k
         self._tune(config)
-        indices, hamming = self._search_binary(codes, depth)
+        indices, hamming = self._search_binary(codes, depth, ordered=self.mode == 'binary')
         if self.mode == 'binary':
             scores = np.where(indices >= 0, 1.0 - 2.0 * hamming / self.code_bits, -np.inf)
             return SearchHits(indices, scores, hamming.astype(np.float64), 'hamming')
         return self._rerank(_require(queries.floats, 'floats'), indices, k)
+
+    def rerank_depth(self, config: SearchConfig | None = None) -> int:
+        """Hamming candidates re-ranked per query under ``config`` (this index's own if None)."""
+        rerank_k = (config or self.config).rerank_k
+        if rerank_k < 0:
+            raise ConfigError(f'rerank_k must be >= 0 (0: automatic), got {rerank_k}')
+        return int(rerank_k) if rerank_k else rerank_depth(self.code_bits, self.size)
 
     def _tune(self, config: SearchConfig) -> None:
         if self.kind == 'ivf' and self._binary is not None:
@@ -174,22 +223,30 @@ class PlaceIndex:
         self._binary = _build_binary(faiss, self.codes, self.code_bits, self.kind,
                                      self.config, gpu)
 
-    def _search_binary(self, codes: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
+    def _search_binary(self, codes: np.ndarray, depth: int, *,
+                       ordered: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """Hamming top-``depth`` [Q, depth]; ``ordered`` False: the same set, any order."""
         depth = min(depth, self.size)
         codes = np.ascontiguousarray(codes, dtype=np.uint8)
         if self._binary is None:
             distances = hamming_distances(codes, self.codes)
             indices = top_k_smallest(distances, depth)
             return indices.astype(np.int64), np.take_along_axis(distances, indices, axis=1)
+        if self.kind == 'flat' and hasattr(self._binary, 'use_heap'):     # CPU flat index
+            # faiss's counting selection beats its heap from a few dozen results on (2x at
+            # 200, 5x at 100k); equal below
+            self._binary.use_heap = depth <= 32
         with _threads_for(len(codes)):
             distances, indices = self._binary.search(codes, depth)
+        if not ordered:
+            return indices.astype(np.int64), distances
         return _canonical(indices.astype(np.int64), distances.astype(np.int64))
 
     def _search_float(self, floats: np.ndarray, k: int) -> SearchHits:
         k = min(k, self.size)
         floats = np.ascontiguousarray(floats, dtype=np.float32)
         if self._float is None:
-            scores = floats @ self.floats.T.astype(np.float32)
+            scores = floats @ self._float32_rows().T          # a view: no copy of the map
             indices = top_k_smallest(-scores, k).astype(np.int64)
             scores = np.take_along_axis(scores, indices, axis=1)
         else:
@@ -200,16 +257,91 @@ class PlaceIndex:
         scores = scores.astype(np.float64)
         return SearchHits(indices, scores, np.maximum(2.0 - 2.0 * scores, 0.0), 'cosine')
 
+    def _rerank_table(self):
+        if self._table is None:
+            self._table = _as_table(self.floats)
+        return self._table
+
+    def _float32_rows(self) -> np.ndarray:
+        """The map floats as float32, converted once (what faiss's flat index holds too)."""
+        if self._float32 is None:
+            self._float32 = self.floats if self.floats.dtype == np.float32 else \
+                _as_float32(self.floats)
+        return self._float32
+
     def _rerank(self, floats: np.ndarray, candidates: np.ndarray, k: int) -> SearchHits:
+        """Candidate rows gathered in cache-sized chunks, one matrix-vector product each."""
         floats = np.asarray(floats, dtype=np.float32)
-        vectors = _as_float32(self.floats[np.maximum(candidates, 0).reshape(-1)])
-        vectors = vectors.reshape(*candidates.shape, -1)
-        scores = np.einsum('qd,qkd->qk', floats, vectors).astype(np.float64)
-        scores = np.where(candidates >= 0, scores, -np.inf)
-        order = np.lexsort((candidates, -scores), axis=1)[:, :min(k, candidates.shape[1])]
-        indices = np.take_along_axis(candidates, order, axis=1)
-        scores = np.take_along_axis(scores, order, axis=1)
+        k = min(k, candidates.shape[1])
+        indices = np.full((len(candidates), k), -1, dtype=np.int64)
+        scores = np.full((len(candidates), k), -np.inf)
+        for row, (query, ids) in enumerate(zip(floats, candidates)):
+            ids = ids[ids >= 0]
+            values = _candidate_scores(self._rerank_table(), ids, query)
+            best = _best_scores(values, ids, k)
+            indices[row, :len(best)] = ids[best]
+            scores[row, :len(best)] = values[best]
         return SearchHits(indices, scores, np.maximum(2.0 - 2.0 * scores, 0.0), 'cosine')
+
+
+def _candidate_scores(table, ids: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """[len(ids)] dot products of ``query`` with the map rows ``ids``, float32 accumulation.
+
+    ``table`` is the map's float rows as a torch tensor sharing their memory. Rows are
+    gathered and converted into two per-thread buffers of about 2 MB, so a deep re-rank
+    (100k rows at 1 M places) streams through the cache instead of allocating (and
+    page-faulting) a copy of every candidate; torch converts float16 10x faster than numpy.
+    """
+    import torch
+    dim = int(table.shape[1])
+    rows = max(64, _RERANK_CHUNK_BYTES // (4 * dim))
+    gathered, converted = _buffers(rows, dim, table.dtype)
+    index = torch.from_numpy(np.ascontiguousarray(ids, dtype=np.int64))
+    vector = torch.from_numpy(np.ascontiguousarray(query, dtype=np.float32))
+    out = torch.empty(len(ids), dtype=torch.float32)
+    for start in range(0, len(ids), rows):
+        count = min(rows, len(ids) - start)
+        torch.index_select(table, 0, index[start:start + count], out=gathered[:count])
+        if converted is not gathered:
+            converted[:count].copy_(gathered[:count])
+        torch.mv(converted[:count], vector, out=out[start:start + count])
+    return out.numpy().astype(np.float64)
+
+
+def _buffers(rows: int, dim: int, dtype) -> tuple:
+    """Per-thread (gather buffer of the map's dtype, float32 buffer) of ``rows`` x ``dim``."""
+    import torch
+    key = (rows, dim, dtype)
+    cached = getattr(_LOCAL, 'buffers', None)
+    if cached is None or cached[0] != key:
+        gathered = torch.empty((rows, dim), dtype=dtype)
+        converted = gathered if dtype == torch.float32 else \
+            torch.empty((rows, dim), dtype=torch.float32)
+        _LOCAL.buffers = cached = (key, gathered, converted)
+    return cached[1], cached[2]
+
+
+def _as_table(floats: np.ndarray):
+    """The map floats as a torch tensor over the same memory (float16/32; others converted)."""
+    import torch
+    if floats.dtype not in (np.float16, np.float32):
+        floats = floats.astype(np.float32)
+    floats = np.ascontiguousarray(floats)
+    with warnings.catch_warnings():
+        # a read-only memory map: the tensor is only ever read
+        warnings.filterwarnings('ignore', message='.*not writable.*')
+        return torch.from_numpy(floats)
+
+
+def _best_scores(values: np.ndarray, ids: np.ndarray, k: int) -> np.ndarray:
+    """Positions of the ``k`` largest ``values``, best first, ties by smaller place id."""
+    k = min(k, len(values))
+    if k < len(values):
+        kth = np.partition(values, len(values) - k)[len(values) - k]
+        kept = np.flatnonzero(values >= kth)
+    else:
+        kept = np.arange(len(values))
+    return kept[np.lexsort((ids[kept], -values[kept]))[:k]]
 
 
 def _index_kind(config: SearchConfig, size: int) -> str:
@@ -283,18 +415,13 @@ def _canonical(indices: np.ndarray, distances: np.ndarray) -> tuple[np.ndarray, 
     return np.take_along_axis(indices, order, axis=1), np.take_along_axis(distances, order, 1)
 
 
-_HALF_TO_FLOAT = None
-
-
 def _as_float32(array: np.ndarray) -> np.ndarray:
-    """float16 rows -> float32 through a 65536-entry table (numpy's own conversion is
-    per-element software and dominates a re-rank of 100 candidates)."""
-    global _HALF_TO_FLOAT
+    """float16 rows -> float32 through torch's vectorised conversion (numpy's own is
+    per-element, 10x slower, and would dominate a re-rank of 200 candidates)."""
     if array.dtype != np.float16:
         return np.asarray(array, dtype=np.float32)
-    if _HALF_TO_FLOAT is None:
-        _HALF_TO_FLOAT = np.arange(65536, dtype=np.uint16).view(np.float16).astype(np.float32)
-    return np.take(_HALF_TO_FLOAT, np.ascontiguousarray(array).view(np.uint16))
+    import torch
+    return torch.from_numpy(np.require(array, requirements=('C', 'W'))).float().numpy()
 
 
 def _require(array: np.ndarray | None, what: str) -> np.ndarray:

@@ -32,6 +32,7 @@ import tempfile
 import warnings
 from pathlib import Path
 
+from google.protobuf.message import DecodeError
 import onnx
 import torch
 from torch import nn
@@ -90,6 +91,17 @@ def export_onnx(model: VPRModel, path: str | os.PathLike, *,
     LOG.info('exported %s (outputs %s, input %dx%d)', path, ', '.join(graph.output_names),
              height, width)
     return path
+
+
+def onnx_fingerprint(path: str | os.PathLike) -> str | None:
+    """The model fingerprint in an exported graph's metadata (None: unreadable or absent)."""
+    try:
+        graph = onnx.load(str(path), load_external_data=False)
+    except (OSError, ValueError, DecodeError) as error:     # missing, truncated, corrupt
+        LOG.debug('cannot read ONNX metadata of %s: %s', path, error)
+        return None
+    return {entry.key: entry.value for entry in graph.metadata_props}.get(
+        'vpr_ros.fingerprint')
 
 
 def _torch_export(graph: DescriptorGraph, example: torch.Tensor, opset: int):

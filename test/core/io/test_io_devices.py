@@ -53,3 +53,37 @@ def test_release_memory_empties_the_cuda_cache_only_for_cuda(monkeypatch):
     assert emptied == []
     devices.release_memory(torch.device('cuda', 0))
     assert emptied == [True]
+
+
+@pytest.fixture
+def restore_threads(monkeypatch):
+    import cv2
+    import faiss
+    before = torch.get_num_threads(), faiss.omp_get_max_threads(), cv2.getNumThreads()
+    monkeypatch.setattr(devices, '_THREADS', None)
+    yield
+    torch.set_num_threads(before[0])
+    faiss.omp_set_num_threads(before[1])
+    cv2.setNumThreads(before[2])
+
+
+@pytest.mark.parametrize('cores, workers, expected', [
+    (1, 1, 1), (2, 1, 1), (4, 1, 4), (16, 1, 8), (8, 2, 1), (4, 3, 1)])
+def test_default_threads_never_oversubscribe(monkeypatch, cores, workers, expected):
+    monkeypatch.setattr(devices, 'available_cores', lambda: cores)
+    assert devices.default_threads(workers) == expected
+
+
+def test_thread_policy_sets_every_library(restore_threads, monkeypatch):
+    import cv2
+    import faiss
+    assert devices.apply_thread_policy(3) == 3
+    assert torch.get_num_threads() == 3
+    assert faiss.omp_get_max_threads() == 3
+    assert cv2.getNumThreads() == 3
+    assert devices.thread_count() == 3
+    monkeypatch.setattr(devices, 'available_cores', lambda: 2)
+    assert devices.apply_thread_policy(None) == 1            # the 2-core default
+    assert torch.get_num_threads() == 1 and devices.thread_count() == 1
+    with pytest.raises(ConfigError, match='threads must be >= 1'):
+        devices.apply_thread_policy(0)

@@ -3,9 +3,11 @@ import numpy as np
 import pytest
 from synthetic_maps import clustered_descriptors, make_map
 
-from vpr_core.descriptors import Descriptors
+from vpr_core.descriptors import Descriptors, RERANK_K
 from vpr_core.errors import ConfigError
-from vpr_core.mapdb.index import hamming_distances, PlaceIndex, SearchConfig
+from vpr_core.mapdb import index as index_module
+from vpr_core.mapdb.index import (hamming_distances, PlaceIndex, rerank_depth, SearchConfig,
+                                  top_k_smallest)
 
 
 def brute_hamming(queries, codes, bits):
@@ -107,3 +109,79 @@ def test_query_time_settings_share_one_index(small_map):
     assert a is b
     assert database.search_hits(queries[:2], None, SearchConfig(top_k=7)).indices.shape == (2, 7)
     assert database.index(SearchConfig(mode='binary')) is not a
+
+
+def _reference_rerank(floats, codes, bits, queries, depth, k):
+    """Canonical Hamming top-``depth`` (ties by index), float64 dot products, best ``k``."""
+    hamming = brute_hamming(queries.codes, codes, bits)
+    indices, scores = [], []
+    for row in range(len(queries)):
+        candidates = np.lexsort((np.arange(len(codes)), hamming[row]))[:depth]
+        values = floats[candidates].astype(np.float64) @ queries.floats[row].astype(np.float64)
+        order = np.lexsort((candidates, -values))[:k]
+        indices.append(candidates[order])
+        scores.append(values[order])
+    return np.array(indices), np.array(scores)
+
+
+@pytest.mark.parametrize('dtype', [np.float32, np.float16])
+def test_rerank_equals_gather_and_dot_reference(dtype, monkeypatch):
+    # a 64-row chunk forces the gather through several chunks of the reusable buffers
+    monkeypatch.setattr(index_module, '_RERANK_CHUNK_BYTES', 64 * 4 * 32)
+    places, queries = clustered_descriptors(500, dim=32, bits=64, seed=3)
+    floats = places.floats.astype(dtype)
+    expected, scores = _reference_rerank(floats, places.codes, 64, queries[:30], 150, 7)
+    numpy_index = PlaceIndex(floats, places.codes, 64,
+                             SearchConfig(mode='rerank', rerank_k=150, top_k=7, backend='numpy'))
+    hits = numpy_index.search(queries[:30])
+    assert np.array_equal(hits.indices, expected)
+    np.testing.assert_allclose(hits.scores, scores, atol=1e-6)
+    faiss_index = PlaceIndex(floats, places.codes, 64,
+                             SearchConfig(mode='rerank', rerank_k=150, top_k=7))
+    faiss_hits = faiss_index.search(queries[:30])
+    np.testing.assert_allclose(faiss_hits.scores, scores, atol=1e-6)   # boundary ties may swap
+
+
+def test_top_k_smallest_equals_a_stable_full_sort():
+    rng = np.random.default_rng(5)
+    values = rng.integers(0, 6, (4, 300))           # ties everywhere
+    for k in (1, 7, 74, 76, 299, 300, 400):
+        expected = np.argsort(values, axis=1, kind='stable')[:, :k]
+        assert np.array_equal(top_k_smallest(values, k), expected)
+
+
+def test_rerank_depth_keeps_small_maps_and_grows_with_the_map():
+    assert rerank_depth(256, 0) == 0
+    assert rerank_depth(256, 150) == 150                        # never past the map
+    assert rerank_depth(256, 2_000) == RERANK_K                 # small maps search as before
+    assert rerank_depth(256, 5_342) == 535                      # 10% at 256 bits
+    assert rerank_depth(256, 1_000_000) == 100_000
+    assert rerank_depth(512, 1_000_000) == 50_000               # longer codes: shallower
+    assert rerank_depth(512, 4_000) == RERANK_K
+
+
+def test_automatic_depth_is_used_unless_rerank_k_is_set(small_map):
+    database, queries = small_map
+    auto = PlaceIndex(database.floats, database.codes, 64, SearchConfig(mode='rerank'))
+    assert SearchConfig().rerank_k == 0
+    assert auto.rerank_depth() == rerank_depth(64, 200) == 200
+    assert auto.rerank_depth(SearchConfig(rerank_k=30)) == 30
+    with pytest.raises(ConfigError, match='rerank_k must be >= 0'):
+        auto.search(queries[:1], config=SearchConfig(rerank_k=-1))
+
+
+def test_numpy_float_search_never_copies_the_map_per_query(small_map):
+    database, queries = small_map
+    index = PlaceIndex(database.floats, None, 0, SearchConfig(mode='float', backend='numpy'))
+    index.search(queries[:3])
+    assert index._float32_rows() is database.floats             # float32: searched in place
+    half = PlaceIndex(database.floats.astype(np.float16), None, 0,
+                      SearchConfig(mode='float', backend='numpy'))
+    first = half.search(queries[:3])
+    converted = half._float32_rows()
+    second = half.search(queries[:3])
+    assert half._float32_rows() is converted                    # converted once, then reused
+    assert np.array_equal(first.indices, second.indices)
+    exact = PlaceIndex(database.floats.astype(np.float16), None, 0,
+                       SearchConfig(mode='float')).search(queries[:3])
+    np.testing.assert_allclose(first.scores, exact.scores, atol=1e-6)

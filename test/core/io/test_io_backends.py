@@ -1,0 +1,142 @@
+"""Inference backends: onnxruntime against torch (tiny models and the bundled model on real
+images), the fingerprint-keyed ONNX cache, the selection setting and its errors."""
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from io_tiny_models import tiny_model
+from vpr_core import backends
+from vpr_core.errors import ConfigError
+from vpr_core.extractor import Extractor
+from vpr_core.image import load_image_file
+from vpr_core.model.checkpoint import model_fingerprint
+from vpr_core.preprocess import preprocess_batch
+
+pytest.importorskip('onnxruntime')
+DATA = Path(__file__).resolve().parents[3] / '..' / 'shared' / 'data'
+
+
+@pytest.fixture(scope='module')
+def bundled_cache(tmp_path_factory):
+    """One ONNX export of the bundled model for the module (about 30 s on a busy CPU)."""
+    cache = tmp_path_factory.mktemp('onnx-cache')
+    Extractor.from_weights(None, device='cpu', backend='onnxruntime', onnx_cache=cache)
+    return cache
+
+
+def _real_images():
+    files = sorted((DATA / 'rtabmap_loop' / 'samples').glob('*.jpg')) + \
+        sorted((DATA / 'vpr_methods_eval_toy').rglob('*.jpg')) + \
+        sorted((DATA / 'nordland_64x32' / 'winter').glob('*.png'))[1800:1900]
+    if len(files) < 150:
+        pytest.skip(f'real images not found under {DATA}')
+    return [load_image_file(path) for path in files]
+
+
+def test_onnxruntime_matches_torch_on_real_images(bundled_cache):
+    """206 real images through the bundled model. Measured on this CPU: max abs 1.1e-5
+    (cosine >= 0.9999997), 1 code bit of 47,104 differs (a bit whose value is at rounding
+    level); torch against itself at batch 1 and 16 differs by 2.6e-7."""
+    images = _real_images()
+    eager = Extractor.from_weights(None, device='cpu')
+    graph = Extractor.from_weights(None, device='cpu', backend='onnxruntime',
+                                   onnx_cache=bundled_cache)
+    assert (eager.backend, graph.backend) == ('torch', 'onnxruntime')
+    assert graph.fingerprint == eager.fingerprint == model_fingerprint(eager.model)
+    a, b = eager.extract(images), graph.extract(images)
+    assert np.abs(a.floats - b.floats).max() < 2e-5
+    assert (a.floats * b.floats).sum(axis=1).min() > 0.99999
+    flipped = np.unpackbits(a.codes ^ b.codes).sum()
+    assert flipped <= 1e-4 * a.codes.size * 8
+
+
+@pytest.mark.parametrize('kind', ['float', 'hash', 'two_branch'])
+def test_tiny_models_agree_across_backends(kind, tmp_path, images):
+    model = tiny_model(kind)
+    eager = Extractor(model, device='cpu').extract(images)
+    graph = Extractor(model, device='cpu', backend='onnxruntime', onnx_cache=tmp_path)
+    out = graph.extract(images)
+    if eager.floats is not None:
+        assert np.abs(eager.floats - out.floats).max() < 1e-5
+    if eager.codes is not None:
+        # a bit may only flip where the code's pre-sign value is at float-noise level
+        with torch.no_grad():
+            z = model(preprocess_batch(images, model.config.preprocess))[0].numpy()
+        flipped = np.unpackbits(eager.codes ^ out.codes, axis=1).astype(bool)
+        assert np.all(np.abs(z[flipped]) < 1e-5)
+
+
+def test_onnx_graph_is_cached_by_fingerprint(tmp_path, monkeypatch, images):
+    model = tiny_model('two_branch')
+    first = Extractor(model, device='cpu', backend='onnxruntime', onnx_cache=tmp_path)
+    path = first._backend.path
+    assert path.parent == tmp_path / 'onnx'
+    assert path.name.startswith(model_fingerprint(model)[:32])
+    assert [p.name for p in path.parent.iterdir()] == [path.name]      # no temporary left
+
+    from vpr_core.model import export
+
+    def no_export(*args, **kwargs):
+        raise AssertionError('exported again although the cache holds the graph')
+
+    monkeypatch.setattr(export, 'export_onnx', no_export)
+    again = Extractor(model, device='cpu', backend='onnxruntime', onnx_cache=tmp_path)
+    assert np.array_equal(again.extract(images).codes, first.extract(images).codes)
+
+
+@pytest.mark.parametrize('damage', [b'not a graph', None])
+def test_corrupt_or_foreign_cache_is_exported_again(tmp_path, damage, images):
+    model = tiny_model('float')
+    path = Extractor(model, device='cpu', backend='onnxruntime',
+                     onnx_cache=tmp_path)._backend.path
+    if damage is None:          # a valid graph of another model under this model's name
+        other = Extractor(tiny_model('float', seed=1), device='cpu', backend='onnxruntime',
+                          onnx_cache=tmp_path / 'other')._backend.path
+        path.write_bytes(other.read_bytes())
+    else:
+        path.write_bytes(damage)
+    rebuilt = Extractor(model, device='cpu', backend='onnxruntime', onnx_cache=tmp_path)
+    expected = Extractor(model, device='cpu').extract(images)
+    assert np.abs(rebuilt.extract(images).floats - expected.floats).max() < 1e-5
+
+
+def test_auto_picks_onnxruntime_on_cpu_and_torch_on_cuda(tmp_path):
+    assert backends.resolve_auto(torch.device('cpu')) == 'onnxruntime'
+    assert backends.resolve_auto(torch.device('cuda')) == 'torch'
+    extractor = Extractor(tiny_model('float'), device='cpu', backend='auto', onnx_cache=tmp_path)
+    assert extractor.backend == 'onnxruntime' and extractor.fp16 is False
+
+
+def test_unknown_and_unavailable_backends_say_what_to_do():
+    with pytest.raises(ConfigError, match='valid: auto, torch, onnxruntime, tensorrt'):
+        Extractor(tiny_model('float'), device='cpu', backend='openvino')
+    if importlib.util.find_spec('tensorrt') is None:
+        with pytest.raises(ConfigError, match='not available on this machine'):
+            Extractor(tiny_model('float'), device='cpu', backend='tensorrt')
+
+
+def test_cuda_execution_providers_are_ordered_and_required():
+    cuda, cpu = torch.device('cuda'), torch.device('cpu')
+    every = ['TensorrtExecutionProvider', 'CUDAExecutionProvider', 'CPUExecutionProvider']
+    assert backends._providers(every, cuda) == every
+    assert backends._providers(every[1:], cuda) == every[1:]
+    assert backends._providers(every, cpu) == ['CPUExecutionProvider']
+    with pytest.raises(ConfigError, match='onnxruntime-gpu'):
+        backends._providers(['CPUExecutionProvider'], cuda)
+
+
+@pytest.mark.gpu
+def test_cuda_backends_agree_with_cpu(tmp_path, images):
+    model = tiny_model('two_branch')
+    reference = Extractor(model, device='cpu').extract(images)
+    fp16 = Extractor(tiny_model('two_branch'), device='cuda').extract(images)
+    assert (fp16.floats * reference.floats).sum(axis=1).min() > 0.999
+    import onnxruntime
+    if 'CUDAExecutionProvider' not in onnxruntime.get_available_providers():
+        pytest.skip('onnxruntime without the CUDA execution provider')
+    graph = Extractor(tiny_model('two_branch'), device='cuda', backend='onnxruntime',
+                      onnx_cache=tmp_path)
+    assert np.abs(graph.extract(images).floats - reference.floats).max() < 1e-4

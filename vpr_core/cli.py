@@ -31,6 +31,11 @@ def build_parser(extra_modules: Sequence[str] = ()) -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest='command', required=True, metavar='COMMAND')
     for name in (*COMMAND_MODULES, *extra_modules):
         import_module(name).register(subparsers)
+    for verb in subparsers.choices.values():
+        verb.add_argument('--threads', type=int, default=None, metavar='N',
+                          help='CPU threads per worker for torch, onnxruntime, faiss and OpenCV '
+                               '(default: 1 on hosts with 2 cores or fewer, where a second '
+                               'thread only slowed frames down)')
     return parser
 
 
@@ -44,6 +49,8 @@ def main(argv: Sequence[str] | None = None, extra_modules: Sequence[str] = ()) -
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format='%(levelname)s %(name)s: %(message)s')
     try:
+        from vpr_core.devices import apply_thread_policy
+        apply_thread_policy(args.threads)
         return int(args.func(args) or 0)
     except VPRError as exc:
         print(f'vpr {args.command}: error: {exc}', file=sys.stderr)

@@ -34,6 +34,12 @@ NODE_PARAMETERS = (
     ParameterSpec('weights', '', 'model checkpoint (.safetensors); empty = bundled model'),
     ParameterSpec('map_dir', '', 'map directory (made by vpr build-map, or by teach mode)'),
     ParameterSpec('device', 'auto', 'auto (CUDA when present), cpu, cuda or cuda:N'),
+    ParameterSpec('backend', 'torch', 'inference backend: torch, onnxruntime (its graph is '
+                  'exported once into $VPR_CACHE/onnx) or auto (onnxruntime on CPU, torch on '
+                  'CUDA)', choices=('auto', 'torch', 'onnxruntime')),
+    ParameterSpec('threads', 0, 'CPU threads per worker for torch, onnxruntime, faiss and '
+                  'OpenCV (0: 1 on hosts with 2 cores or fewer, else cores / workers)',
+                  range=(0, 256)),
     ParameterSpec('image_topics', ['image'], 'camera topics (relative names remap in launch); '
                   'compressed transport appends /compressed'),
     ParameterSpec('input_transport', 'raw', 'raw: sensor_msgs/Image; compressed: '
@@ -182,6 +188,8 @@ class NodeSettings:
     weights: str
     map_dir: str
     device: str
+    backend: str
+    threads: int
     image_topics: tuple[str, ...]
     input_transport: str
     max_image_pixels: int

@@ -71,7 +71,8 @@ class LocalizationPipeline:
         self._extrinsics = extrinsics
         self._recognizers = [PlaceRecognizer(map_db, extractor, config) for _ in extrinsics]
         manifest = map_db.manifest
-        self._info = {'device': str(extractor.device), 'map_id': manifest.map_id,
+        self._info = {'device': str(extractor.device), 'backend': extractor.backend,
+                      'map_id': manifest.map_id,
                       'map_size': str(map_db.size), 'map_frame_id': manifest.frame_id,
                       'model': extractor.fingerprint[:16],
                       'descriptor_dim': str(extractor.descriptor_dim),
@@ -111,7 +112,9 @@ def load_pipeline(settings: NodeSettings) -> Pipeline:
     and the model do not fit together (named in the message). In teach mode a map already at
     ``map_dir`` must fit the model and ``map_frame`` now (configure fails otherwise), since
     the recorded keyframes are appended to it."""
-    extractor = Extractor.from_weights(settings.weights or None, device=settings.device)
+    devices.apply_thread_policy(settings.threads or None)     # one worker thread computes
+    extractor = Extractor.from_weights(settings.weights or None, device=settings.device,
+                                       backend=settings.backend)
     extrinsics = [extrinsic_pose(settings.extrinsic(camera))
                   for camera in range(len(settings.image_topics))]
     if settings.mode == 'teach':

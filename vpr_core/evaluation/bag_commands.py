@@ -21,6 +21,7 @@ import logging
 from pathlib import Path
 from typing import Sequence
 
+from vpr_core.backends import BACKENDS
 from vpr_core.config import from_dict, load_config, read_yaml
 from vpr_core.evaluation.bag_eval import BagEvalOptions, DEFAULT_RECALL_VALUES, evaluate_bag
 from vpr_core.evaluation.bag_report import fit_calibration, write_bag_report
@@ -62,7 +63,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     model.add_argument('--pixels', action='store_true',
                        help='weight-free pixel descriptors (for a map built with --pixels)')
     parser.add_argument('--device', default='auto', help='auto, cpu, cuda or cuda:N')
-    parser.add_argument('--threads', type=int, default=None, help='CPU threads for torch')
+    parser.add_argument('--backend', choices=BACKENDS, default='torch',
+                        help='inference backend (auto: onnxruntime on CPU, torch on CUDA)')
     parser.add_argument('--config', type=Path, help='YAML of LocalizationConfig fields, or a '
                         'vpr_node parameter file (its localization section and top_k)')
     parser.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
@@ -82,9 +84,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate, write the report, print a summary."""
-    if args.threads:
-        import torch
-        torch.set_num_threads(args.threads)
     config = localization_config(args.config, args.set)
     if args.fit_calibration and config.prior.calibration:
         logger.warning('fitting a calibration: the loaded one (%s) is ignored in this run',

@@ -22,6 +22,7 @@ import logging
 import time
 from pathlib import Path
 
+from vpr_core.backends import BACKENDS
 from vpr_core.descriptors import RERANK_K
 from vpr_core.errors import ConfigError
 from vpr_core.evaluation.bag_commands import localization_config
@@ -81,9 +82,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         default=list(DEFAULT_RECALL_VALUES))
     parser.add_argument('--batch-size', type=int, default=16)
     parser.add_argument('--device', default='auto', help='auto, cpu, cuda or cuda:N')
-    parser.add_argument('--threads', type=int, default=None,
-                        help='CPU threads for torch (default: the torch default; 1 is fastest '
-                             'on a busy machine)')
+    parser.add_argument('--backend', choices=BACKENDS, default='torch',
+                        help='inference backend (auto: onnxruntime on CPU, torch on CUDA)')
     parser.add_argument('--no-baseline', action='store_true', help='skip the pixel baseline')
     parser.add_argument('--no-progress', action='store_true', help='hide progress bars')
     parser.add_argument('--out', type=Path, required=True, help='output folder')
@@ -92,13 +92,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate, write the report and plots, print the recall table."""
-    import torch
     from vpr_core.extractor import Extractor     # torch + model import only when running
-    if args.threads:
-        torch.set_num_threads(args.threads)
     evalset = build_evalset(args)
     extractor = Extractor.from_weights(args.weights, device=args.device,
-                                       batch_size=args.batch_size)
+                                       batch_size=args.batch_size, backend=args.backend)
     mode = args.mode or ('float' if extractor.descriptor_dim else 'hash')
     options = EvalOptions(mode=mode, rerank_k=args.rerank_k,
                           recall_values=tuple(sorted(set(args.recall_values))),

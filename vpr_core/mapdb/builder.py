@@ -220,6 +220,7 @@ def model_info(extractor: DescriptorSource) -> tuple[dict, dict]:
     if config is None or not dataclasses.is_dataclass(config):
         return {'name': type(extractor).__name__}, {}
     data = to_dict(config)
+    data['backend'] = getattr(extractor, 'backend', 'torch')     # what computed the floats
     return data, data.get('preprocess', {})
 
 

@@ -96,3 +96,22 @@ def test_build_map_from_a_bag_and_append(workspace, capsys):
     assert main(['build-map', '--bag', str(bag), '--out', str(out), '--weights',
                  str(weights)]) == 2
     assert '--image-topic' in capsys.readouterr().err
+
+
+def test_a_map_built_with_onnxruntime_serves_torch_queries(workspace, tmp_path, monkeypatch,
+                                                            capsys):
+    """--backend on the CLI: the map records the backend that computed it, and the other
+    backend's queries find every place in it (descriptors agree to ~1e-5)."""
+    monkeypatch.setenv('VPR_CACHE', str(tmp_path / 'cache'))
+    root, weights, _ = workspace
+    out = tmp_path / 'onnx-map'
+    assert main(['build-map', '--images', str(root / 'summer'), '--out', str(out), '--weights',
+                 str(weights), '--backend', 'onnxruntime', '--threads', '1',
+                 '--no-progress']) == 0
+    assert MapDatabase.load(out).manifest.model['backend'] == 'onnxruntime'
+    assert list((tmp_path / 'cache' / 'onnx').glob('*.onnx'))          # exported once
+    capsys.readouterr()
+    assert main(['query', '--map', str(out), '--images', str(root / 'summer'), '-k', '1',
+                 '--weights', str(weights), '--backend', 'torch']) == 0
+    rows = [line.split('\t') for line in capsys.readouterr().out.strip().splitlines()[1:]]
+    assert [int(row[2]) for row in rows] == list(range(10))

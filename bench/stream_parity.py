@@ -52,9 +52,15 @@ def write_bags(first: int, count: int, out: Path) -> dict[str, Path]:
     return paths
 
 
-def run_mode(mode: str, bags: dict[str, Path], map_dir: Path, out: Path) -> dict:
-    """Both paths in one search mode; returns their figures."""
+def run_mode(mode: str, bags: dict[str, Path], out: Path) -> dict:
+    """Both paths in one search mode; returns their figures. The node's map holds what the
+    mode uses: floats and codes, or codes only for hashing (``build-map --store codes``)."""
     node_out, eval_out = out / f'bag-eval-{mode}', out / f'evaluate-{mode}'
+    map_dir = out / ('map-codes' if mode == 'hash' else 'map')
+    if not map_dir.exists():
+        vpr(['build-map', '--bag', str(bags['summer']), '--image-topic', TOPIC, '--pose-topic',
+             '/odom', '--out', str(map_dir), '--no-progress'] +
+            (['--store', 'codes'] if mode == 'hash' else []))
     vpr(['bag-eval', '--bag', str(bags['winter']), '--image-topic', TOPIC, '--map',
          str(map_dir), '--index-tolerance', '1', '--set',
          f'localization.search.mode={SEARCH[mode]}', '--no-progress', '--out', str(node_out)])
@@ -78,10 +84,9 @@ def main() -> int:
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
     bags = write_bags(args.first, args.count, args.out)
-    map_dir = args.out / 'map'
-    vpr(['build-map', '--bag', str(bags['summer']), '--image-topic', TOPIC, '--pose-topic',
-         '/odom', '--out', str(map_dir), '--no-progress'])
-    rows = [run_mode(mode, bags, map_dir, args.out) for mode in args.modes]
+    for stale in ('map', 'map-codes'):
+        shutil.rmtree(args.out / stale, ignore_errors=True)
+    rows = [run_mode(mode, bags, args.out) for mode in args.modes]
     print(f'\nNordland index {args.first}..{args.first + args.count - 1}, 10-frame window, '
           'node defaults')
     print(f"{'mode':8} {'single R@1':>10} {'evaluate':>9} {'node':>7} "

@@ -1,7 +1,8 @@
 """Online hubness reduction before the sequence filter: its k, and whether the gain comes
 from the order of the queries.
 
-Claim (model card, *Online hubness reduction*): charging every place the mean of its k
+Claim (docs/experiments/model_card_history.md,
+*Online hubness reduction*): charging every place the mean of its k
 smallest distances to the queries seen so far raises 10-frame sequence R@1 on the held-out
 stretch and on validation, k = 3 is as good as any k tried, and the gain is the same when the
 statistics come from all queries at once, from later queries only or from queries at least 30

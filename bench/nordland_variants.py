@@ -1,6 +1,7 @@
 """Stage-3 whitening and sequence-filter variants of a two-branch Nordland model.
 
-Claim (model card, *Whitening both streams*, *Vertical strips* and *A held-out stretch of
+Claim (docs/experiments/model_card_history.md,
+*Whitening both streams*, *Vertical strips* and *A held-out stretch of
 route*): whitening the float descriptor beside the hashing code z raises recall over whitening
 it alone, at the recipe's shrinkage, and adding both heads' codes of 4 vertical strips of the
 token grid raises it again; of the sequence-filter variants only narrower speeds gain, by a few

@@ -1,6 +1,7 @@
 """Where the sequence filter misses: runs of consecutive wrong queries, and dark frames.
 
-Claim (model card, *Against the project's targets* and *Online hubness reduction*): on the
+Claim (docs/experiments/model_card_history.md,
+*Against the project's targets* and *Online hubness reduction*): on the
 Nordland test part the 10-frame sequence filter's misses come in long runs of consecutive
 queries, windows that hold a dark (tunnel) frame are matched better than the rest, so tunnels
 are not what it misses, and many misses go to the same few map places (hubs). It

@@ -57,7 +57,7 @@ def check_outputs(outputs, sent_stamps):
                  if stamp_seconds(m.header.stamp) == stamp)
     points = cloud_to_array(cloud)
     assert [f.name for f in cloud.fields] == ['x', 'y', 'z', 'score', 'place_id', 'rank',
-                                             'camera']
+                                              'camera']
     assert list(points['rank']) == list(range(CANDIDATES)) and not any(points['camera'])
     assert np.all(np.diff(points['score']) < 0)
     assert np.allclose(points['x'], points['place_id'])

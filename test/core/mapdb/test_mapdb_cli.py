@@ -99,7 +99,7 @@ def test_build_map_from_a_bag_and_append(workspace, capsys):
 
 
 def test_a_map_built_with_onnxruntime_serves_torch_queries(workspace, tmp_path, monkeypatch,
-                                                            capsys):
+                                                           capsys):
     """--backend on the CLI: the map records the backend that computed it, and the other
     backend's queries find every place in it (descriptors agree to ~1e-5)."""
     monkeypatch.setenv('VPR_CACHE', str(tmp_path / 'cache'))

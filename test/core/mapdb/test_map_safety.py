@@ -1,5 +1,6 @@
 """Map store safety: the writers' lock, concurrent appends, stale temporaries, posed and
 unposed places, teach maps and built maps extending each other, undecodable bag frames."""
+from contextlib import contextmanager
 import json
 import os
 from pathlib import Path
@@ -82,12 +83,13 @@ def test_two_concurrent_appends_keep_every_place_five_rounds_of_five(tmp_path):
     assert lost == [0] * 5
 
 
-def test_a_held_lock_times_out_naming_its_holder(tmp_path):
-    path = tmp_path / 'map'
+@contextmanager
+def lock_held_by_another_thread(path, purpose):
+    """The map's write lock, held by another thread until the block ends."""
     holding, release = threading.Event(), threading.Event()
 
     def hold():
-        with map_write_lock(path, purpose='teach save'):
+        with map_write_lock(path, purpose=purpose):
             holding.set()
             release.wait(10)
 
@@ -95,6 +97,15 @@ def test_a_held_lock_times_out_naming_its_holder(tmp_path):
     holder.start()
     try:
         assert holding.wait(10)
+        yield
+    finally:
+        release.set()
+        holder.join()
+
+
+def test_a_held_lock_times_out_naming_its_holder(tmp_path):
+    path = tmp_path / 'map'
+    with lock_held_by_another_thread(path, 'teach save'):
         tic = time.monotonic()
         with pytest.raises(MapLockedError) as error:
             named_map(3, 'x').save(path, lock_timeout_s=0.3)
@@ -102,9 +113,6 @@ def test_a_held_lock_times_out_naming_its_holder(tmp_path):
         message = str(error.value)
         assert f'pid {os.getpid()}' in message and 'teach save' in message
         assert str(lock_path(path)) in message and not path.exists()
-    finally:
-        release.set()
-        holder.join()
     named_map(3, 'x').save(path, lock_timeout_s=0.3)      # free again
     assert lock_path(path) == tmp_path / '.map.lock' and lock_path(path).read_text() == ''
     with map_write_lock(path):                              # re-entrant within a thread
@@ -293,24 +301,11 @@ def test_keyframes_that_cannot_be_saved_are_kept_then_rescued_beside_the_map(tmp
     for i in range(3):
         recorder.add(rng.integers(0, 255, (32, 48, 3), np.uint8), i * SECOND,
                      Pose((3.0 * i, 0.0, 0.0)))
-    holding, release = threading.Event(), threading.Event()
-
-    def hold():
-        with map_write_lock(path, purpose='vpr build-map --append'):
-            holding.set()
-            release.wait(10)
-
-    holder = threading.Thread(target=hold)
-    holder.start()
-    try:
-        assert holding.wait(10)
+    with lock_held_by_another_thread(path, 'vpr build-map --append'):
         with pytest.raises(MapLockedError, match='vpr build-map --append'):
             recorder.save()
         assert recorder.pending == 3 and not path.exists()    # kept for a retry
         rescued = recorder.rescue()
-    finally:
-        release.set()
-        holder.join()
     assert rescued.parent == tmp_path and rescued.name.startswith('map.unsaved-')
     assert recorder.pending == 0 and list(MapDatabase.load(rescued).positions[:, 0]) == \
         [0.0, 3.0, 6.0]

@@ -1,6 +1,8 @@
 """The dependency direction of the package, checked from every file's imports."""
 import ast
 from pathlib import Path
+import subprocess
+import sys
 
 import pytest
 
@@ -46,3 +48,82 @@ def test_checker_sees_forbidden_imports(tmp_path):
     sample.write_text('import rclpy.node\nfrom vpr_ros import node\n'
                       "importlib.import_module('training.loop')\n")
     assert {'rclpy', 'vpr_ros', 'training'} <= imported_roots(sample)
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix('').parts
+    return '.'.join(parts[:-1] if parts[-1] == '__init__' else parts)
+
+
+def imported_modules(path: Path, known: set[str]) -> set[str]:
+    """The ``known`` modules a file imports anywhere (module level, functions, methods)."""
+    package = module_name(path) if path.name == '__init__.py' else module_name(path.parent)
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            module = node.module or ''
+            if node.level:
+                base = package.split('.')[:len(package.split('.')) - node.level + 1]
+                module = '.'.join(base + ([module] if module else []))
+            names = [module] + [f'{module}.{alias.name}' for alias in node.names]
+        else:
+            continue
+        for name in names:
+            while name and name not in known:
+                name = name.rpartition('.')[0]
+            found.add(name)
+    return found - {'', module_name(path)}
+
+
+def import_graph(package: str) -> dict[str, set[str]]:
+    files = {module_name(path): path for path in (ROOT / package).rglob('*.py')}
+    return {name: imported_modules(path, set(files)) for name, path in files.items()}
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle as [a, b, ..., a], or None."""
+    state: dict[str, int] = {}     # 1: on the current path, 2: done
+
+    def visit(node: str, path: list[str]) -> list[str] | None:
+        state[node] = 1
+        for target in sorted(graph[node]):
+            if state.get(target) == 1:
+                return path[path.index(target):] + [target]
+            if target not in state and (cycle := visit(target, path + [target])):
+                return cycle
+        state[node] = 2
+        return None
+
+    for start in sorted(graph):
+        if start not in state and (cycle := visit(start, [start])):
+            return cycle
+    return None
+
+
+def test_vpr_core_has_no_import_cycle():
+    """Function-level imports count too: they hide a cycle, they do not remove it."""
+    graph = import_graph('vpr_core')
+    assert len(graph) > 50 and 'vpr_core.model.checkpoint' in graph['vpr_core.model.factory']
+    assert find_cycle(graph) is None, f'import cycle: {" -> ".join(find_cycle(graph))}'
+
+
+def test_cycle_finder_sees_a_function_level_cycle(tmp_path, monkeypatch):
+    package = tmp_path / 'pkg'
+    package.mkdir()
+    (package / '__init__.py').write_text('')
+    (package / 'a.py').write_text('from pkg.b import thing\n')
+    (package / 'b.py').write_text('def thing():\n    from . import a\n')
+    monkeypatch.setattr(sys.modules[__name__], 'ROOT', tmp_path)
+    assert find_cycle(import_graph('pkg')) == ['pkg.a', 'pkg.b', 'pkg.a']
+
+
+def test_localization_config_imports_no_heavy_package():
+    """A dataclass module stays cheap: no OpenCV, rosbags, tqdm, torch or faiss behind it."""
+    code = ('import sys\nimport vpr_core.localization.config\n'
+            "print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))")
+    loaded = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True,
+                            text=True, check=True).stdout.split()
+    assert 'vpr_core' in loaded
+    assert not {'cv2', 'rosbags', 'tqdm', 'torch', 'faiss'} & set(loaded)

@@ -17,8 +17,7 @@ from vpr_core.errors import VPRError
 
 COMMAND_MODULES = (
     'vpr_core.evaluation.commands',
-    'vpr_core.model.weights',
-    'vpr_core.model.export',
+    'vpr_core.model.commands',
     'vpr_core.mapdb.commands',
     'vpr_core.evaluation.bag_commands',
 )

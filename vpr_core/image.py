@@ -9,6 +9,9 @@ Every decoder refuses an image larger than ``max_pixels`` (width x height) with
 compressed one by its own header (JPEG SOF, PNG IHDR), read here with a few bytes of
 ``struct`` parsing. A 933-byte JPEG may claim 65000 x 65000 pixels; OpenCV would try to
 allocate 12 GB (or raise ``cv2.error``). No ``cv2.error`` escapes a decoder either.
+
+Image files (:func:`list_images`, :func:`load_image_file`) and the package's one image check
+(:func:`check_rgb`, used by the encoders and by :mod:`vpr_core.preprocess`) live here too.
 """
 from __future__ import annotations
 
@@ -18,7 +21,9 @@ import struct
 import cv2
 import numpy as np
 
-from vpr_core.errors import UnsupportedImageError
+from vpr_core.errors import ConfigError, UnsupportedImageError
+
+IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.ppm', '.pgm', '.tif', '.tiff', '.webp')
 
 # encoding -> (channels, numpy dtype, cv2 conversion to RGB or None when already RGB/grey)
 _RAW = {
@@ -238,17 +243,38 @@ def load_image_file(path: str | Path, *, max_pixels: int = DEFAULT_MAX_IMAGE_PIX
     return _decoded_to_rgb8(_imdecode(buffer, what, max_pixels), payload_rgb=False)
 
 
+def list_images(folder: str | Path) -> list[Path]:
+    """Image files under ``folder`` (recursive), sorted by relative path."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ConfigError(f'image folder not found: {folder}')
+    files = [p for p in folder.rglob('*') if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+    return sorted(files, key=lambda p: p.relative_to(folder).as_posix())
+
+
 def check_rgb(image: np.ndarray) -> np.ndarray:
-    """Validate an RGB [H, W, 3] uint8 image (grey [H, W] is expanded); returns it."""
-    image = np.asarray(image)
-    if image.ndim == 2:
-        image = np.repeat(image[:, :, None], 3, axis=2)
-    if image.ndim != 3 or image.shape[2] != 3:
-        raise UnsupportedImageError(f'expected an RGB image [H, W, 3], got shape {image.shape}')
+    """Validate an image and return it as RGB [H, W, 3] uint8.
+
+    Accepts [H, W] or [H, W, 1] grey (repeated to 3 channels) and [H, W, 3] RGB numpy arrays,
+    dtype uint8, H and W > 0; anything else raises UnsupportedImageError saying what was
+    expected. The one image check of the package (encoders, preprocessing).
+    """
+    if not isinstance(image, np.ndarray):
+        raise UnsupportedImageError(f'expected a numpy array, got {type(image).__name__}')
     if image.dtype != np.uint8:
-        raise UnsupportedImageError(f'expected uint8 pixels, got {image.dtype}')
+        raise UnsupportedImageError(f'expected dtype uint8 (RGB 0..255), got {image.dtype}')
+    if image.ndim == 2:
+        image = image[:, :, None]
+    if image.ndim != 3:
+        raise UnsupportedImageError(f'expected an RGB image [H, W, 3] or grey [H, W], got shape '
+                                    f'{image.shape}')
+    if image.shape[2] not in (1, 3):
+        raise UnsupportedImageError(f'expected 1 or 3 channels, got {image.shape[2]} '
+                                    '(convert RGBA/BGRA to RGB first)')
     if image.shape[0] == 0 or image.shape[1] == 0:
-        raise UnsupportedImageError(f'image has zero size {image.shape}')
+        raise UnsupportedImageError(f'empty image: zero size {image.shape}')
+    if image.shape[2] == 1:
+        image = np.repeat(image, 3, axis=2)
     return image
 
 

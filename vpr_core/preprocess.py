@@ -20,31 +20,8 @@ import torch
 import torch.nn.functional as F
 
 from vpr_core.errors import UnsupportedImageError
+from vpr_core.image import check_rgb
 from vpr_core.model.config import PreprocessConfig
-
-
-def check_image(image: np.ndarray) -> np.ndarray:
-    """Validate an image and return it as [H, W, 3] uint8 (grayscale is repeated to 3 channels).
-
-    Accepts [H, W] or [H, W, 1] grayscale and [H, W, 3] RGB, dtype uint8, H and W > 0.
-    """
-    if not isinstance(image, np.ndarray):
-        raise UnsupportedImageError(f'expected a numpy array, got {type(image).__name__}')
-    if image.dtype != np.uint8:
-        raise UnsupportedImageError(f'expected dtype uint8 (RGB 0..255), got {image.dtype}')
-    if image.ndim == 2:
-        image = image[:, :, None]
-    if image.ndim != 3:
-        raise UnsupportedImageError(f'expected [H, W, 3] RGB or [H, W] grayscale, got shape '
-                                    f'{image.shape}')
-    if image.shape[2] not in (1, 3):
-        raise UnsupportedImageError(f'expected 1 or 3 channels, got {image.shape[2]} '
-                                    '(convert RGBA/BGRA to RGB first)')
-    if image.shape[0] == 0 or image.shape[1] == 0:
-        raise UnsupportedImageError(f'empty image of shape {image.shape}')
-    if image.shape[2] == 1:
-        image = np.repeat(image, 3, axis=2)
-    return image
 
 
 def normalize(batch: torch.Tensor, cfg: PreprocessConfig) -> torch.Tensor:
@@ -103,7 +80,7 @@ def preprocess_batch(images: Sequence[np.ndarray], cfg: PreprocessConfig, *,
     if len(images) == 0:
         raise UnsupportedImageError('expected at least one image, got an empty sequence')
     size = tuple(size or cfg.test_size)
-    resized = [resize_pixels(check_image(image), size, antialias=cfg.antialias)
+    resized = [resize_pixels(check_rgb(image), size, antialias=cfg.antialias)
                for image in images]
     pixels = torch.from_numpy(np.ascontiguousarray(np.stack(resized))).to(device)
     batch = pixels.permute(0, 3, 1, 2).to(torch.float32, memory_format=torch.contiguous_format)
@@ -120,7 +97,7 @@ def preprocess_reference(images: Sequence[np.ndarray], cfg: PreprocessConfig, *,
     the reference that :func:`preprocess_batch` is tested against."""
     rows = []
     for image in images:
-        pixels = torch.from_numpy(np.ascontiguousarray(check_image(image)))
+        pixels = torch.from_numpy(np.ascontiguousarray(check_rgb(image)))
         batch = pixels.permute(2, 0, 1).unsqueeze(0).to(torch.float32).div_(255.0)
         rows.append(resize(normalize(batch, cfg), size or cfg.test_size,
                            antialias=cfg.antialias)[0])

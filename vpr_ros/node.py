@@ -53,16 +53,21 @@ from vpr_ros.diagnostics import diagnostic_array, error_kind, NodeStatistics, no
 from vpr_ros.outputs import OutputPublishers
 from vpr_ros.parameters import declare_parameters, help_text, NodeSettings, plain, SPECS, validate
 from vpr_ros.pipeline import load_pipeline, Pipeline, PipelineFactory
-from vpr_ros.pose_track import POSE_TYPES, PoseTrack
+from vpr_ros.pose_history import POSE_TYPES, PoseHistory
 from vpr_ros.result import result_arrays
 from vpr_ros.worker import Frame, LatestFrameSlot, SupervisedWorker
 
-SENSOR_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
-POSE_QOS = QoSProfile(depth=50, reliability=ReliabilityPolicy.BEST_EFFORT)
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
 ERROR = TransitionCallbackReturn.ERROR
 MAX_WORKER_RESTARTS = 3
 RUNTIME = tuple(name for name, spec in SPECS.items() if spec.runtime)
+
+
+def sensor_qos(depth: int) -> QoSProfile:
+    """A new best-effort profile for every subscription: rclpy writes parameter overrides
+    (``qos_overrides.<topic>...``) into the profile object it is given, so a shared one would
+    carry one node's override into every later node of the process."""
+    return QoSProfile(depth=depth, reliability=ReliabilityPolicy.BEST_EFFORT)
 
 
 class VprNode(LifecycleNode):
@@ -83,7 +88,7 @@ class VprNode(LifecycleNode):
         self._failing = False
         self._fail_timer = None
         self._inputs: list = []
-        self._poses = PoseTrack()
+        self._poses = PoseHistory()
         self._enabled = True
         self._one_shot = threading.Event()
         self._reset = threading.Event()
@@ -139,13 +144,13 @@ class VprNode(LifecycleNode):
         kind = CompressedImage if settings.input_transport == 'compressed' else Image
         options = QoSOverridingOptions.with_default_policies()
         self._inputs = [self.create_subscription(kind, settings.topic(camera),
-                                                 partial(self._on_image, camera), SENSOR_QOS,
+                                                 partial(self._on_image, camera), sensor_qos(1),
                                                  qos_overriding_options=options)
                         for camera in range(len(settings.image_topics))]
         if settings.pose_topic:
             self._inputs.append(self.create_subscription(
                 POSE_TYPES[settings.pose_type], settings.pose_topic, self._poses.add_message,
-                POSE_QOS, qos_overriding_options=options))
+                sensor_qos(50), qos_overriding_options=options))
         self.stats.reset_input_tracking()
         self._worker = SupervisedWorker(self._slot, self._handle,
                                         on_stopped=self._on_worker_stopped,

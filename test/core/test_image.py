@@ -108,10 +108,15 @@ def test_load_image_file(tmp_path):
 
 def test_check_rgb_validates():
     assert check_rgb(RGB[:, :, 0]).shape == (6, 8, 3)
-    with pytest.raises(UnsupportedImageError):
-        check_rgb(RGB.astype(np.float32))
-    with pytest.raises(UnsupportedImageError):
-        check_rgb(np.zeros((0, 4, 3), np.uint8))
+    assert np.array_equal(check_rgb(RGB[:, :, :1]), np.repeat(RGB[:, :, :1], 3, axis=2))
+    assert check_rgb(RGB) is RGB
+    for bad, message in [(RGB.astype(np.float32), 'dtype uint8'),
+                         (np.zeros((0, 4, 3), np.uint8), 'empty image: zero size'),
+                         (np.zeros((6, 8, 4), np.uint8), '1 or 3 channels'),
+                         (np.zeros((2, 6, 8, 3), np.uint8), 'shape'),
+                         (RGB.tolist(), 'numpy array')]:
+        with pytest.raises(UnsupportedImageError, match=message):
+            check_rgb(bad)
 
 
 def jpeg_claiming(width, height, progressive=False):

@@ -149,6 +149,10 @@ def test_qos_is_sensor_data_by_default_and_overridable(ros):
     reliable = ros.vpr_node({'qos_overrides./other.subscription.reliability': 'reliable',
                              'image_topics': ['other']}, node_name='vpr_reliable')
     assert own_subscription(reliable, '/other').reliability == ReliabilityPolicy.RELIABLE
+    # rclpy writes overrides into the profile it is given: one node's override must not
+    # become the next node's default (it did while the profile was a shared constant)
+    later = ros.vpr_node({'image_topics': ['other']}, node_name='vpr_later')
+    assert own_subscription(later, '/other').reliability == ReliabilityPolicy.BEST_EFFORT
 
 
 def test_several_cameras_and_the_cloud_names_the_camera(ros):

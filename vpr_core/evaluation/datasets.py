@@ -12,6 +12,9 @@ Layouts:
 
 A traversal may also be a rosbag2 directory (``metadata.yaml`` inside): its image messages, in
 bag order, are the frames (:class:`BagFrame`).
+
+:func:`list_images` (from :mod:`vpr_core.image`) and :func:`parse_utm` (from
+:mod:`vpr_core.mapdb.source`) are re-exported here for the evaluation and training code.
 """
 from __future__ import annotations
 
@@ -21,11 +24,16 @@ from pathlib import Path
 
 import numpy as np
 
+from vpr_core.bags import IMAGE_TYPES, list_topics
 from vpr_core.errors import ConfigError
+from vpr_core.image import IMAGE_SUFFIXES, list_images
+from vpr_core.mapdb.source import BagSource, parse_utm
+
+__all__ = ['BagFrame', 'EvalSet', 'Frame', 'IMAGE_SUFFIXES', 'is_bag', 'list_frames',
+           'list_images', 'load_bag_poses', 'load_city_mask', 'load_index_aligned',
+           'load_vg_benchmark', 'match_masks', 'parse_utm', 'positives_within']
 
 logger = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.ppm', '.pgm', '.tif', '.tiff', '.webp')
 
 
 @dataclass(frozen=True)
@@ -67,15 +75,6 @@ class EvalSet:
         return np.array([len(p) > 0 for p in self.positives], dtype=bool)
 
 
-def list_images(folder: str | Path) -> list[Path]:
-    """Image files under ``folder`` (recursive), sorted by relative path."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise ConfigError(f'image folder not found: {folder}')
-    files = [p for p in folder.rglob('*') if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
-    return sorted(files, key=lambda p: p.relative_to(folder).as_posix())
-
-
 def is_bag(path: str | Path) -> bool:
     """True for a rosbag2 directory (it holds ``metadata.yaml``)."""
     return (Path(path) / 'metadata.yaml').is_file()
@@ -88,7 +87,6 @@ def list_frames(source: str | Path, image_topic: str | None = None) -> list[Fram
     """
     if not is_bag(source):
         return list_images(source)
-    from vpr_core.bags import IMAGE_TYPES, list_topics
     topics = {t: n for t, (kind, n) in list_topics(source).items() if kind in IMAGE_TYPES}
     if image_topic is None:
         if len(topics) != 1:
@@ -99,16 +97,6 @@ def list_frames(source: str | Path, image_topic: str | None = None) -> list[Fram
         raise ConfigError(f"bag {source} has no image topic '{image_topic}' (image topics: "
                           f'{sorted(topics)})')
     return [BagFrame(Path(source), image_topic, i) for i in range(topics[image_topic])]
-
-
-def parse_utm(path: str | Path) -> tuple[float, float]:
-    """UTM (east, north) in metres from a VG-benchmark name ``@east@north@zone@...``."""
-    fields = Path(path).name.split('@')
-    try:
-        return float(fields[1]), float(fields[2])
-    except (IndexError, ValueError) as exc:
-        raise ConfigError(f"file name {Path(path).name!r} does not follow the VG-benchmark "
-                          "convention '@UTM_east@UTM_north@zone@letter@lat@lon@...'") from exc
 
 
 def positives_within(database_utm: np.ndarray, query_utm: np.ndarray,
@@ -181,7 +169,6 @@ def load_bag_poses(database_bag: str | Path, queries_bag: str | Path, pose_topic
     map builder does); positives lie within ``radius_m`` (inclusive). Both pose tracks must be
     in one frame; a query without a pose within ``tolerance_s`` keeps no positive.
     """
-    from vpr_core.mapdb.source import BagSource
     frames, tables = [], []
     for bag in (database_bag, queries_bag):
         frames.append(list_frames(bag, image_topic))

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from vpr_core.mapdb.builder import IDENTITY_EXTRINSIC
 from vpr_core.mapdb.index import SearchConfig
+from vpr_core.mapdb.pose import IDENTITY_EXTRINSIC
 
 
 @dataclass(frozen=True)

@@ -21,12 +21,11 @@ from vpr_core.errors import ConfigError, MapError, UnsupportedImageError
 from vpr_core.mapdb.database import MapDatabase
 from vpr_core.mapdb.keyframe import KeyframeConfig, select_keyframes
 from vpr_core.mapdb.manifest import creation_info, MapManifest
-from vpr_core.mapdb.pose import compose, Pose
+from vpr_core.mapdb.pose import compose, IDENTITY_EXTRINSIC, Pose
 from vpr_core.mapdb.source import FrameSource, FrameTable
 
 logger = logging.getLogger(__name__)
 
-IDENTITY_EXTRINSIC = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0)
 UNDECODABLE_NAMED = 5      # undecodable frames named in the log and the manifest
 
 

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 
 IDENTITY_QUATERNION = (0.0, 0.0, 0.0, 1.0)
+# The camera at the robot's base: (x, y, z, qx, qy, qz, qw), the 7-number form of Pose.
+IDENTITY_EXTRINSIC = (0.0, 0.0, 0.0) + IDENTITY_QUATERNION
 WGS84_A = 6378137.0
 WGS84_E2 = 6.69437999014e-3
 

@@ -16,8 +16,7 @@ import numpy as np
 
 from vpr_core import bags
 from vpr_core.errors import ConfigError, UnsupportedImageError
-from vpr_core.evaluation.datasets import list_images, parse_utm
-from vpr_core.image import load_image_file
+from vpr_core.image import list_images, load_image_file
 from vpr_core.mapdb.pose import (interpolate_poses, normalise_quaternions, quaternions_from_yaw)
 
 logger = logging.getLogger(__name__)
@@ -162,6 +161,16 @@ class BagSource:
     def frames(self, indices: Sequence[int]) -> Iterator[DecodedFrame]:
         for frame in bags.iter_image_frames(self.path, self.image_topic, indices):
             yield frame.index, frame.image, frame.error
+
+
+def parse_utm(path: str | Path) -> tuple[float, float]:
+    """UTM (east, north) in metres from a VG-benchmark name ``@east@north@zone@...``."""
+    fields = Path(path).name.split('@')
+    try:
+        return float(fields[1]), float(fields[2])
+    except (IndexError, ValueError) as exc:
+        raise ConfigError(f"file name {Path(path).name!r} does not follow the VG-benchmark "
+                          "convention '@UTM_east@UTM_north@zone@letter@lat@lon@...'") from exc
 
 
 def _all_utm(files: Sequence[Path]) -> bool:

@@ -29,8 +29,8 @@ from safetensors.torch import load_file, save_file
 
 from vpr_core.config import from_dict, to_json
 from vpr_core.errors import CheckpointError, ConfigError, WeightsNotFoundError
+from vpr_core.model.architecture import build_model
 from vpr_core.model.config import ModelConfig
-from vpr_core.model.factory import build_model
 from vpr_core.model.vpr_model import VPRModel
 from vpr_core.model.weights import atomic_write_path
 

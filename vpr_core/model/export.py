@@ -25,7 +25,6 @@ encoders (SuperVLAD option) mix the images of one call: feed one image per call 
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import tempfile
@@ -39,7 +38,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from vpr_core.config import to_json
-from vpr_core.model.checkpoint import load_model, model_fingerprint
+from vpr_core.model.checkpoint import model_fingerprint
 from vpr_core.model.vpr_model import VPRModel
 
 LOG = logging.getLogger(__name__)
@@ -134,25 +133,3 @@ def _metadata(model: VPRModel) -> dict[str, str]:
         'vpr_ros.descriptor_dim': str(int(model.out_dim)),
         'vpr_ros.code_bits': str(int(model.code_bits)),
     }
-
-
-def register(subparsers) -> None:
-    """Add ``vpr export-onnx``."""
-    parser = subparsers.add_parser(
-        'export-onnx', help='export a .safetensors model to ONNX (dynamic batch)',
-        description='Export one of our .safetensors models to ONNX for onnxruntime / '
-                    'TensorRT (trtexec --onnx=OUT --fp16).')
-    parser.add_argument('model', help='our .safetensors checkpoint')
-    parser.add_argument('output', help='ONNX file to write')
-    parser.add_argument('--opset', type=int, default=DEFAULT_OPSET, help='ONNX opset')
-    parser.add_argument('--size', type=int, nargs=2, metavar=('H', 'W'),
-                        help='input size (default: the model test_size)')
-    parser.set_defaults(func=_run)
-
-
-def _run(args: argparse.Namespace) -> int:
-    model = load_model(args.model)
-    path = export_onnx(model, args.output, opset=args.opset,
-                       input_size=tuple(args.size) if args.size else None)
-    print(path)
-    return 0

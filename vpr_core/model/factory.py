@@ -1,7 +1,8 @@
 """Build VPR models from a :class:`ModelConfig`, and the published systems by keyword.
 
-``build_model(cfg)`` combines any DINOv2 size with any adapter kind and any head. The public
-factories mirror the seeds' entry points (``torch.hub`` keyword arguments), e.g.
+``build_model(cfg)`` (from :mod:`vpr_core.model.architecture`, re-exported here) combines any
+DINOv2 size with any adapter kind and any head. The public factories mirror the seeds' entry
+points (``torch.hub`` keyword arguments), e.g.
 ``selavpr_plusplus(backbone='dinov2-large', aggregation='gem', hashing=True, rerank=True)``.
 ``weights`` takes an official DINOv2 ``.pth``, a released checkpoint ``.pth`` or our own
 ``.safetensors``; ``foundation_weights`` an official DINOv2 ``.pth`` for the backbone only.
@@ -15,59 +16,20 @@ from pathlib import Path
 import torch
 
 from vpr_core.errors import CheckpointError, ConfigError
-from vpr_core.model import aggregators  # noqa: F401  (registers the heads)
-from vpr_core.model.adapters import attach_adapters
-from vpr_core.model.aggregators.gem import SelaGeMHead
-from vpr_core.model.backbone import DinoVisionTransformer, freeze_backbone
+from vpr_core.model.architecture import build_model
+from vpr_core.model.checkpoint import load_model
 from vpr_core.model.config import (AdapterConfig, HashingConfig, HeadConfig, ModelConfig,
                                    PreprocessConfig)
 from vpr_core.model.foreign import load_foreign_weights, load_foundation_weights
-from vpr_core.model.hashing import HashingHead
-from vpr_core.model.registry import backbone_preset, HEADS
+from vpr_core.model.registry import backbone_preset
 from vpr_core.model.vpr_model import VPRModel
+
+__all__ = ['build_model', 'dinov2', 'dinov2_config', 'from_weights', 'ham_vpr', 'ham_vpr_config',
+           'selavpr_plusplus', 'selavpr_plusplus_config', 'supervlad', 'supervlad_config']
 
 logger = logging.getLogger(__name__)
 
 SIZES = ('small', 'base', 'large', 'giant')
-
-
-def build_model(cfg: ModelConfig) -> VPRModel:
-    """A randomly initialised :class:`VPRModel` in eval mode, with the config's freezing.
-
-    Backbone parameters train only in blocks >= ``backbone.train_blocks_from``; adapters
-    follow ``adapter.trainable``; heads are trainable.
-    """
-    streams = _streams(cfg)
-    backbone = DinoVisionTransformer(cfg.backbone)
-    freeze_backbone(backbone, cfg.backbone.train_blocks_from)
-    adapter_kind = attach_adapters(backbone, cfg.adapter, streams)
-    head = None
-    if 'float' in streams:
-        head = HEADS.get(cfg.head.kind).from_config(cfg.head, backbone.embed_dim)
-    hashing = (HashingHead(backbone.embed_dim, cfg.hashing.bits, cfg.hashing.location_norm)
-               if 'hash' in streams else None)
-    if cfg.whitening and head is None:
-        raise ConfigError('whitening applies to the float descriptor: the model has no float '
-                          'head (hashing.rerank is false)')
-    if cfg.whitening and cfg.whitening_input == 'float+hash' and hashing is None:
-        raise ConfigError("whitening_input 'float+hash' needs the two-branch model "
-                          '(hashing.bits > 0, hashing.rerank true)')
-    if cfg.whitening_strips < 0:
-        raise ConfigError(f'whitening_strips must be >= 0, got {cfg.whitening_strips}')
-    if cfg.whitening_strips and not (cfg.whitening and isinstance(head, SelaGeMHead)):
-        raise ConfigError('whitening_strips needs model.whitening: true and the GeM float head '
-                          f'(head.kind: gem), got whitening {cfg.whitening}, head '
-                          f'{cfg.head.kind!r}')
-    return VPRModel(cfg, backbone, adapter_kind, head, hashing).eval()
-
-
-def _streams(cfg: ModelConfig) -> tuple[str, ...]:
-    if cfg.hashing.bits < 0 or cfg.hashing.bits % 8:
-        raise ConfigError(f'hashing.bits {cfg.hashing.bits} must be 0 (off) or a positive '
-                          'multiple of 8')
-    if not cfg.hashing.bits:
-        return ('float',)
-    return ('float', 'hash') if cfg.hashing.rerank else ('hash',)
 
 
 def dinov2_config(*, size: str = 'base', registers: bool = False) -> ModelConfig:
@@ -181,7 +143,6 @@ def from_weights(cfg: ModelConfig, weights: str | Path | None = None,
 
 
 def _load_ours(cfg: ModelConfig, path: Path) -> VPRModel:
-    from vpr_core.model.checkpoint import load_model  # owned by the checkpoint module
     model = load_model(path)
     ours = replace(model.config, name=cfg.name, preprocess=cfg.preprocess)
     if ours != cfg:

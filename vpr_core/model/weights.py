@@ -14,7 +14,6 @@ no known checksum: on first download we record the hash next to the file (``NAME
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import hashlib
 import http.client
@@ -309,40 +308,3 @@ def _missing_message(entry: WeightsFile, path: Path) -> str:
     return (f'{entry.filename} is not in the weights cache. Run `vpr download-weights '
             f'{entry.name}`, or, offline, download {entry.url()} on another machine and place '
             f'it at {path}{_checksum(entry)}. The cache is ${CACHE_ENV} or ~/.cache/vpr_ros.')
-
-
-def register(subparsers) -> None:
-    """Add ``vpr download-weights``."""
-    parser = subparsers.add_parser(
-        'download-weights', help='download official weights into the cache (sha256-checked)',
-        description='Download published weight files into the cache. Names: '
-                    + ', '.join(OFFICIAL_WEIGHTS))
-    parser.add_argument('names', nargs='*', metavar='NAME', help='weights to download')
-    parser.add_argument('--list', action='store_true', help='list known files and exit')
-    parser.add_argument('--cache-dir', help=f'cache directory (default ${CACHE_ENV} or '
-                                            '~/.cache/vpr_ros)')
-    parser.add_argument('--url-base', help='mirror to download from instead of the origin')
-    parser.add_argument('--sha256', help='expected sha256 (overrides the table)')
-    parser.add_argument('--force', action='store_true', help='download even if cached')
-    parser.set_defaults(func=_run)
-
-
-def _run(args: argparse.Namespace) -> int:
-    if args.list:
-        _print_table(args.cache_dir)
-        return 0
-    if not args.names:
-        raise ConfigError(f'name at least one file to download; valid: '
-                          f'{", ".join(OFFICIAL_WEIGHTS)} (or --list)')
-    for name in args.names:
-        path = download_weights(name, cache=args.cache_dir, url_base=args.url_base,
-                                sha256=args.sha256, force=args.force)
-        print(path)
-    return 0
-
-
-def _print_table(cache: str | None) -> None:
-    for entry in OFFICIAL_WEIGHTS.values():
-        present = 'cached' if weights_path(entry.name, cache=cache).is_file() else '-'
-        print(f'{entry.name:30s} {present:7s} {entry.sha256 or "sha256 unknown":64s} '
-              f'{entry.url()}')

@@ -7,10 +7,9 @@ import pytest
 import torch
 
 from vpr_core.errors import UnsupportedImageError
-from vpr_core.image import load_image_file
+from vpr_core.image import check_rgb, load_image_file
 from vpr_core.model.config import PreprocessConfig
-from vpr_core.preprocess import (check_image, preprocess_batch, preprocess_image,
-                                 preprocess_reference)
+from vpr_core.preprocess import preprocess_batch, preprocess_image, preprocess_reference
 
 DATA = Path(__file__).resolve().parents[3] / '..' / 'shared' / 'data'
 # One grey level after the ImageNet std (0.224 for the smallest): what uint8 rounding of the
@@ -111,7 +110,7 @@ def test_antialias_flag_is_honoured_on_downscale():
 def test_grayscale_becomes_three_equal_channels():
     gray = _random_image(30, 40)[:, :, 0]
     rgb = np.repeat(gray[:, :, None], 3, axis=2)
-    assert np.array_equal(check_image(gray), rgb)
+    assert np.array_equal(check_rgb(gray), rgb)
     assert torch.equal(preprocess_image(gray, CFG), preprocess_image(rgb, CFG))
     assert torch.equal(preprocess_image(gray[:, :, None], CFG), preprocess_image(rgb, CFG))
 

@@ -1,4 +1,8 @@
-"""The recent poses of ``pose_topic`` (odometry or a SLAM pose), looked up at image stamps."""
+"""The recent poses of ``pose_topic`` (odometry or a SLAM pose), looked up at image stamps.
+
+A live, bounded history that the node fills from its subscription; not to be confused with
+:class:`vpr_core.bags.PoseTrack`, a complete trajectory read from a bag.
+"""
 from __future__ import annotations
 
 import bisect
@@ -25,11 +29,11 @@ def pose_of(message) -> np.ndarray:
     return pose_vector(pose.pose if hasattr(pose, 'pose') else pose)
 
 
-class PoseTrack:
+class PoseHistory:
     """Thread-safe ring buffer of stamped poses with interpolation at query stamps.
 
     A sample more than ``tolerance_s`` older than the newest means time went back (a bag
-    replay restarted, a simulation reset): the track starts again from it.
+    replay restarted, a simulation reset): the history starts again from it.
     """
 
     def __init__(self, capacity: int = 2000, tolerance_s: float = 0.5) -> None:
@@ -44,7 +48,7 @@ class PoseTrack:
 
     def add(self, stamp_ns: int, pose: np.ndarray) -> None:
         """Append a pose [7]; slightly out-of-order samples are ignored, a jump back in time
-        restarts the track."""
+        restarts the history."""
         with self._lock:
             if self._stamps_ns and stamp_ns <= self._stamps_ns[-1]:
                 if self._stamps_ns[-1] - stamp_ns <= self._tolerance_s * 1e9:

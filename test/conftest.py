@@ -3,6 +3,7 @@ shared Nordland data."""
 import os
 from pathlib import Path
 import random
+import tempfile
 
 import pytest
 
@@ -15,6 +16,8 @@ def pytest_configure(config):
     os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
     os.environ.setdefault('ROS_LOCALHOST_ONLY', '1')
     os.environ.setdefault('MPLBACKEND', 'Agg')
+    # caches (ONNX graphs, map verification) of this run only, never the user's
+    os.environ['VPR_CACHE'] = tempfile.mkdtemp(prefix='vpr-cache-')
 
 
 @pytest.fixture(autouse=True)

@@ -26,7 +26,7 @@ from vpr_core.localization.calibration import ScoreCalibration
 from vpr_core.localization.config import LocalizationConfig
 from vpr_core.localization.gate import GateState, judge, same_place
 from vpr_core.localization.pose_prior import estimate_prior, PosePrior
-from vpr_core.localization.tracker import Hypothesis, SequenceTracker
+from vpr_core.localization.tracker import along_track, Hypothesis, SequenceTracker
 from vpr_core.mapdb.database import MapDatabase
 from vpr_core.mapdb.match import PlaceMatch
 from vpr_core.mapdb.pose import Pose
@@ -104,6 +104,7 @@ class PlaceRecognizer:
         self.config = config
         self.calibration = ScoreCalibration.load(config.prior.calibration) \
             if config.prior.calibration else ScoreCalibration()
+        self._along = along_track(map_db.positions)     # once: a pass over every place
         self.tracker = self._make_tracker(config)
         self.state = GateState()
         self._step_position: np.ndarray | None = None
@@ -182,7 +183,8 @@ class PlaceRecognizer:
 
     def _make_tracker(self, config: LocalizationConfig) -> SequenceTracker:
         return SequenceTracker(self.map.floats, self.map.codes, self.map.manifest.code_bits,
-                               config.sequence, self.map.positions, self.map.keyframe_spacing_m)
+                               config.sequence, self.map.positions, self.map.keyframe_spacing_m,
+                               along=self._along)
 
     def _note(self, result: LocalizationResult, events: list[str]) -> LocalizationResult:
         """Attach ``events`` to ``result`` and log each one (first time, then every 10x)."""

@@ -38,6 +38,7 @@ from vpr_core.localization.config import SequenceConfig
 from vpr_core.localization.hubness import PlaceHubness
 
 SPACING_HISTORY = 64          # recent stamp spacings behind the nominal period
+_SIMILARITY_BLOCK = 16384      # float16 map rows converted to float32 at a time
 PERIOD_QUANTILE = 0.1         # the period is a low quantile: lost frames only lengthen spacings
 
 
@@ -64,12 +65,13 @@ class SequenceTracker:
 
     ``floats``: [N, D] map floats (float32/float16) or None; ``codes``: [N, bits / 8] or None;
     ``positions``: [N, 3] map positions (odometry travel is converted to rows along them;
-    None: ``spacing_m`` per row).
+    None: ``spacing_m`` per row); ``along``: their :func:`along_track`, when the caller has
+    it already (a new tracker per configuration change then costs nothing per place).
     """
 
     def __init__(self, floats: np.ndarray | None, codes: np.ndarray | None, code_bits: int,
                  config: SequenceConfig, positions: np.ndarray | None = None,
-                 spacing_m: float = 1.0) -> None:
+                 spacing_m: float = 1.0, *, along: np.ndarray | None = None) -> None:
         if config.length < 1 or not config.velocities or min(config.velocities) < 0:
             raise ConfigError(f'sequence length must be >= 1 and velocities >= 0, got {config}')
         if not 1 < config.gap_factor <= config.gap_reset_factor or config.frame_period_s < 0:
@@ -81,7 +83,11 @@ class SequenceTracker:
         self.size = len(floats) if floats is not None else len(codes)
         self.config = config
         self.spacing_m = spacing_m if spacing_m > 0 else 1.0
-        self.along = _along_track(positions)
+        self.along = along_track(positions) if along is None else along
+        # row r at r + 1, after a virtual place one spacing before the first: made once,
+        # since a copy of the map's path per frame would grow with the map
+        self._along_padded = None if self.along is None else \
+            np.concatenate([[self.along[0] - self.spacing_m], self.along])
         self.window: deque[_FrameCache] = deque(maxlen=config.length)
         self.hubness = PlaceHubness(self.size, config.hubness_k) if config.hubness_k > 0 \
             else None
@@ -128,7 +134,7 @@ class SequenceTracker:
             self.window.clear()
         if self.hubness is not None and self.size:
             # similarity s -> distance 1 - s; the corrected similarity is s - penalty
-            self.hubness.update(1.0 - self._similarity(frame.row, slice(None)))
+            self.hubness.update(1.0 - self._similarity_to_all(frame.row))
             frame.bonus = -self.hubness.penalty()
         self.new_step = new_step or not self.window
         if self.new_step:
@@ -236,7 +242,7 @@ class SequenceTracker:
     def _rows_along(self, candidates: np.ndarray, metres: np.ndarray) -> np.ndarray:
         """Rows nearest to ``metres`` [V, T] before each candidate along the map's path (-1:
         nearer to a virtual place one spacing before the first)."""
-        along = np.concatenate([[self.along[0] - self.spacing_m], self.along])   # row r at r + 1
+        along = self._along_padded                                              # row r at r + 1
         target = along[candidates + 1][:, None, None] - metres[None, :, :]
         right = np.clip(np.searchsorted(along, target), 1, len(along) - 1)
         left = right - 1
@@ -276,6 +282,17 @@ class SequenceTracker:
         var = (np.where(inside, window ** 2, 0.0)).sum(axis=-1) / count - mean ** 2
         return (own - mean) / np.sqrt(np.maximum(var, 1e-12))
 
+    def _similarity_to_all(self, query: np.ndarray) -> np.ndarray:
+        """[N] similarity to every place; float16 rows converted a block at a time, not as a
+        float32 copy of the whole map per frame (1 GB at 1 M places of 256 dims)."""
+        if self.floats is None or self.floats.dtype == np.float32:
+            return self._similarity(query, slice(None))
+        out = np.empty(self.size, dtype=np.float32)
+        for start in range(0, self.size, _SIMILARITY_BLOCK):
+            block = slice(start, min(start + _SIMILARITY_BLOCK, self.size))
+            out[block] = self._similarity(query, block)
+        return out
+
     def _similarity(self, query: np.ndarray, rows: np.ndarray | slice) -> np.ndarray:
         if self.floats is not None:
             # einsum, not BLAS: a threaded BLAS matvec this small only spins on a busy CPU
@@ -286,7 +303,7 @@ class SequenceTracker:
         return 1.0 - 2.0 * hamming / self.code_bits
 
 
-def _along_track(positions: np.ndarray | None) -> np.ndarray | None:
+def along_track(positions: np.ndarray | None) -> np.ndarray | None:
     """[N] path length of the map up to each row (None when the map does not move)."""
     if positions is None or len(positions) < 2:
         return None

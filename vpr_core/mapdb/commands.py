@@ -32,7 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     info = subparsers.add_parser('map-info', help='print a map manifest, counts and memory')
     info.add_argument('map', type=Path, help='map directory')
     info.add_argument('--json', action='store_true', help='print the whole manifest as JSON')
-    info.add_argument('--no-verify', action='store_true', help='skip sha256 checks')
+    info.add_argument('--no-verify', action='store_true',
+                      help='skip the sha256 of every file (hashed by default)')
     info.set_defaults(func=run_info)
 
 
@@ -222,7 +223,7 @@ def run_query(args: argparse.Namespace) -> int:
 
 def run_info(args: argparse.Namespace) -> int:
     """``vpr map-info``."""
-    database = MapDatabase.load(args.map, verify=not args.no_verify)
+    database = MapDatabase.load(args.map, verify=False if args.no_verify else 'full')
     manifest = database.manifest
     if args.json:
         print(manifest.to_json(), end='')

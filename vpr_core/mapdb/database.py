@@ -50,6 +50,9 @@ class MapDatabase:
         self.names = None if names is None else np.asarray(names, dtype=str)
         self.path = path
         self._indexes: dict[SearchConfig, PlaceIndex] = {}
+        # where built approximate indexes are kept: set only while the arrays are exactly
+        # the files of a map folder (by load and save)
+        self._index_store: storage.StoredIndexes | None = None
         self._check(manifest, count)
         self._spacing_m = _median_spacing(self.positions)
         metric = 'cosine' if self.floats is not None else 'hamming'
@@ -87,7 +90,7 @@ class MapDatabase:
         key = structure_key(config)
         if key not in self._indexes:
             self._indexes[key] = PlaceIndex(self.floats, self.codes, self.manifest.code_bits,
-                                            config)
+                                            config, self._index_store)
         return self._indexes[key]
 
     def search_hits(self, queries: Descriptors, k: int | None = None,
@@ -183,19 +186,23 @@ class MapDatabase:
                     files[filename] = storage.write_array(tmp, filename, array)
             created = self.manifest.created or creation_info(tool)
             manifest = self.manifest.with_changes(files=files, map_id=map_id_of(files),
-                                                  created=created)
+                                                  created=created, indexes={})
             storage.write_text(tmp, storage.MANIFEST, manifest.to_json())
             self.manifest = manifest
 
         storage.write_map_dir(path, fill, lock_timeout_s=lock_timeout_s)
         self.path = path
+        self._index_store = _index_store(path, self.manifest)
         logger.info('saved map %s: %d places (id %s)', path, self.size, self.manifest.map_id)
 
     @classmethod
     def load(cls, path: str | Path, *, expected_fingerprint: str | None = None,
-             verify: bool = True, mmap: bool = False) -> 'MapDatabase':
+             verify: bool | str = True, mmap: bool = False) -> 'MapDatabase':
         """Read a map directory, checking every file; refuse another model's map when
-        ``expected_fingerprint`` is given. ``mmap`` maps arrays read-only instead of reading."""
+        ``expected_fingerprint`` is given. ``mmap`` maps arrays read-only instead of reading.
+        ``verify``: True checks sizes and headers always and the sha256 of every file whose
+        unchanged copy this machine has not hashed before (see :mod:`~.storage`); ``'full'``
+        hashes every file; False checks sizes and headers only."""
         directory = storage.resolve_map_dir(path)
         manifest = read_manifest(directory)
         if expected_fingerprint is not None and expected_fingerprint != \
@@ -205,16 +212,23 @@ class MapDatabase:
                 f'use is {expected_fingerprint}; rebuild the map with this model or load the '
                 'matching weights')
         arrays = {}
+        cache = storage.VerificationCache() if verify is True else None
         for name, filename in _FILES.items():
             entry = manifest.files.get(filename)
             if entry is None and name in _OPTIONAL:
                 arrays[name] = None
                 continue
             arrays[name] = storage.read_array(directory, filename, entry, verify=verify,
-                                              mmap=mmap and name in ('floats', 'codes'))
-        return cls(manifest, Descriptors(arrays['floats'], arrays['codes']),
-                   arrays['positions'], arrays['orientations'], arrays['stamps_ns'],
-                   arrays['place_ids'], arrays['thumbnails'], arrays['names'], Path(path))
+                                              mmap=mmap and name in ('floats', 'codes'),
+                                              cache=cache)
+        if cache is not None:
+            cache.save()
+        database = cls(manifest, Descriptors(arrays['floats'], arrays['codes']),
+                       arrays['positions'], arrays['orientations'], arrays['stamps_ns'],
+                       arrays['place_ids'], arrays['thumbnails'], arrays['names'], Path(path))
+        if directory == Path(path):         # not the backup of an interrupted save
+            database._index_store = _index_store(directory, manifest)
+        return database
 
     def _check(self, manifest: MapManifest, count: int) -> None:
         if self.floats is None and self.codes is None:
@@ -225,12 +239,28 @@ class MapDatabase:
         if self.codes is not None and self.codes.shape != (count, manifest.code_bits // 8):
             raise MapError(f'codes have shape {self.codes.shape}, expected '
                            f'({count}, {manifest.code_bits // 8})')
-        if len(np.unique(self.place_ids)) != count:
+        if not _all_distinct(self.place_ids):
             raise MapError('place ids must be unique')
         for name in ('thumbnails', 'names'):
             array = getattr(self, name)
             if array is not None and len(array) != count:
                 raise MapError(f'{name} has {len(array)} rows, the map has {count} places')
+
+
+def _index_store(directory: Path, manifest: MapManifest) -> storage.StoredIndexes | None:
+    entry = manifest.files.get(_FILES['codes'])
+    if entry is None or not manifest.map_id:
+        return None
+    return storage.StoredIndexes(directory, manifest.map_id, entry['sha256'])
+
+
+def _all_distinct(ids: np.ndarray) -> bool:
+    """No id twice: one pass for the usual increasing ids, else a sort (np.unique's hashing
+    took 0.5 s at 1 M places, most of a load)."""
+    if len(ids) < 2 or bool(np.all(ids[1:] > ids[:-1])):
+        return True
+    ordered = np.sort(ids)
+    return not bool(np.any(ordered[1:] == ordered[:-1]))
 
 
 def _median_spacing(positions: np.ndarray) -> float:

@@ -26,6 +26,9 @@ class MapManifest:
     be applied at query time); ``synthetic_poses``: poses are invented (1 m per index along x)
     because the source had none; ``orientation_source``: ``pose`` (measured), ``track``
     (direction of travel) or ``none`` (unknown); ``planar``: z, roll and pitch are not observed.
+    ``indexes``: approximate search indexes stored in the folder, by kind (``ivf``, ``hnsw``):
+    file name, its sha256 and bytes, the build parameters and the sha256 of the codes file it
+    was built from; they are not map content (not in ``files`` nor ``map_id``).
     """
 
     model_fingerprint: str
@@ -46,6 +49,7 @@ class MapManifest:
     keyframing: dict = field(default_factory=dict)
     created: dict = field(default_factory=dict)
     files: dict = field(default_factory=dict)
+    indexes: dict = field(default_factory=dict)
     map_id: str = ''
     format_version: int = FORMAT_VERSION
 

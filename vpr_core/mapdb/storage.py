@@ -10,11 +10,30 @@ Every write holds the map's advisory lock (:mod:`vpr_core.mapdb.lock`). Under it
 directories of earlier writes that were interrupted (``.<name>.tmp-<pid>@<host>-<id>``, whose
 process is gone, or any older than :data:`STALE_TMP_AGE_S`) are removed: a live writer of
 the same map cannot exist while the lock is held.
+
+What a load checks, and when (:func:`read_array`): every time, that each file exists, has
+the size the manifest records (a truncated or extended file is always caught) and a header
+of the recorded shape and dtype. The sha256 of the content is computed in full the first time
+a file is read on this machine and whenever it may have changed since: a small verification
+cache (``$VPR_CACHE/map_verification.json``, :class:`VerificationCache`) records, per
+absolute path, the sha256 found with the file's size, mtime_ns, ctime_ns, inode and device;
+a later load whose file still shows all of them and the manifest's sha256 skips the hash. Any
+write to a file changes its ctime (which no ordinary call can set back), so content
+changed behind the cache's back is hashed again. A file is recorded only when its ctime lies
+:data:`RACY_MARGIN_S` before the hash began, so a write in the same clock tick as the hash
+cannot hide (git's "racy clean" rule). What the stat cannot see, a disk that alters data
+without a write (bit rot), only a full hash finds: ``verify='full'`` always hashes
+(``False`` never).
+
+Approximate search indexes built for a loaded map are kept in its folder
+(:class:`StoredIndexes`, ``index_<kind>.faissbin``, recorded in the manifest's ``indexes``)
+and hashed in full whenever they are read: a stale, damaged or missing one is rebuilt.
 """
 from __future__ import annotations
 
 import ctypes
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -28,6 +47,7 @@ import numpy as np
 
 from vpr_core.errors import MapError
 from vpr_core.mapdb.lock import map_write_lock
+from vpr_core.mapdb.manifest import read_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +55,10 @@ MANIFEST = 'manifest.json'
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
 STALE_TMP_AGE_S = 3600.0
+VERIFICATION_FILE = 'map_verification.json'
+RACY_MARGIN_S = 2.0
+_VERIFICATION_ENTRIES = 4096
+INDEX_LOCK_TIMEOUT_S = 5.0
 
 
 class _HashingFile:
@@ -75,10 +99,134 @@ def write_text(directory: Path, name: str, text: str) -> None:
         os.fsync(handle.fileno())
 
 
-def read_array(directory: Path, name: str, entry: dict | None, *, verify: bool,
-               mmap: bool = False) -> np.ndarray:
+class VerificationCache:
+    """Files whose sha256 was checked on this machine, with the stat that vouches for them.
+
+    ``path``: the JSON file (default ``$VPR_CACHE/map_verification.json``). Unreadable or
+    damaged: starts empty; unwritable: :meth:`save` logs and the next load hashes again.
+    """
+
+    def __init__(self, path: Path | None = None) -> None:
+        if path is None:
+            from vpr_core.model.weights import cache_dir
+            path = cache_dir() / VERIFICATION_FILE
+        self.path = Path(path)
+        self.entries: dict[str, dict] = {}
+        self._changed = False
+        try:
+            data = json.loads(self.path.read_text(encoding='utf-8'))
+            self.entries = data if isinstance(data, dict) else {}
+        except (OSError, ValueError):
+            pass
+
+    def vouches(self, path: Path, sha256: str) -> bool:
+        """True when ``path`` was hashed to ``sha256`` and its stat has not changed since."""
+        entry = self.entries.get(str(path.resolve()))
+        return isinstance(entry, dict) and entry.get('sha256') == sha256 and \
+            entry.get('stat') == _stat_key(path.stat())
+
+    def record(self, path: Path, sha256: str, hashed_from_ns: int) -> None:
+        """Note that ``path`` hashed to ``sha256`` in a hash begun at ``hashed_from_ns``."""
+        info = path.stat()
+        if info.st_ctime_ns > hashed_from_ns - int(RACY_MARGIN_S * 1e9):
+            return          # written too recently: a same-tick change could hide
+        key = str(path.resolve())
+        self.entries.pop(key, None)
+        self.entries[key] = {'sha256': sha256, 'stat': _stat_key(info)}
+        self._changed = True
+
+    def save(self) -> None:
+        """Write the cache atomically (the newest entries, at most a few thousand)."""
+        if not self._changed:
+            return
+        entries = dict(list(self.entries.items())[-_VERIFICATION_ENTRIES:])
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            write_file_atomic(self.path.parent, self.path.name,
+                              json.dumps(entries, sort_keys=True).encode())
+            self._changed = False
+        except OSError as exc:
+            logger.info('cannot write the map verification cache %s (%s): the next load '
+                        'hashes the map again', self.path, exc)
+
+
+def _now_ns() -> int:
+    return time.time_ns()
+
+
+class StoredIndexes:
+    """Approximate search indexes kept in the map folder ``map_dir`` (an
+    :class:`~vpr_core.mapdb.index.IndexStore`) for the map ``map_id`` whose codes file has
+    ``codes_sha256``. Reads trust nothing the manifest does not vouch for; writes are atomic,
+    under the map's write lock, and only while the folder still holds the same map. A folder
+    that cannot be written (a read-only map) only costs a rebuild at every load."""
+
+    def __init__(self, map_dir: Path, map_id: str, codes_sha256: str) -> None:
+        self.map_dir = Path(map_dir)
+        self.map_id = map_id
+        self.codes_sha256 = codes_sha256
+
+    def load(self, params: dict) -> bytes | None:
+        """The stored bytes of the index of ``params``; None (with a warning when the stored
+        one is stale or damaged) when there is none to use."""
+        kind = params['kind']
+        manifest = read_manifest(self.map_dir)
+        entry = manifest.indexes.get(kind)
+        if entry is None or manifest.map_id != self.map_id:
+            return None
+        if entry.get('params') != params:
+            logger.info('the stored %s index was built with %s, not %s: rebuilding it', kind,
+                        entry.get('params'), params)
+            return None
+        path = self.map_dir / str(entry.get('file', ''))
+        problem = ''
+        if entry.get('codes_sha256') != self.codes_sha256:
+            problem = 'was built from other codes (stale)'
+        elif not path.is_file() or path.stat().st_size != entry.get('bytes'):
+            problem = 'is missing or has the wrong size'
+        else:
+            data = path.read_bytes()
+            if hashlib.sha256(data).hexdigest() == entry.get('sha256'):
+                return data
+            problem = 'is corrupt (sha256 differs from the manifest)'
+        logger.warning('the stored %s index %s %s; rebuilding it', kind, path, problem)
+        return None
+
+    def save(self, params: dict, data: bytes) -> None:
+        """Keep ``data``, the index of ``params``, replacing a stored one of the same kind."""
+        kind = params['kind']
+        name = f'index_{kind}.faissbin'
+        try:
+            with map_write_lock(self.map_dir, timeout_s=INDEX_LOCK_TIMEOUT_S,
+                                purpose='store search index'):
+                manifest = read_manifest(self.map_dir)
+                if manifest.map_id != self.map_id:
+                    logger.info('map %s changed since it was loaded: its %s index is not '
+                                'stored', self.map_dir, kind)
+                    return
+                for stale in self.map_dir.glob('.index_*.tmp-*'):
+                    stale.unlink(missing_ok=True)       # of a crashed writer: all hold the lock
+                entry = write_file_atomic(self.map_dir, name, data)
+                entry.update(file=name, params=params, codes_sha256=self.codes_sha256)
+                indexes = {**manifest.indexes, kind: entry}
+                write_file_atomic(self.map_dir, MANIFEST,
+                                  manifest.with_changes(indexes=indexes).to_json().encode())
+        except (OSError, MapError) as exc:
+            logger.warning('cannot store the %s index in %s (%s): it is rebuilt at every load',
+                           kind, self.map_dir, exc)
+            return
+        logger.info('stored the %s index of map %s (%d bytes)', kind, self.map_dir, len(data))
+
+
+def _stat_key(info: os.stat_result) -> list[int]:
+    return [info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino, info.st_dev]
+
+
+def read_array(directory: Path, name: str, entry: dict | None, *, verify: bool | str,
+               mmap: bool = False, cache: VerificationCache | None = None) -> np.ndarray:
     """Read ``directory/name`` checked against its manifest ``entry``; any damage raises a
-    :class:`MapError` that names the file."""
+    :class:`MapError` that names the file. ``verify``: True hashes unless ``cache`` vouches
+    for the file, ``'full'`` always hashes, False checks size and header only."""
     path = directory / name
     if not path.is_file():
         raise MapError(f'map file missing: {path}')
@@ -87,8 +235,8 @@ def read_array(directory: Path, name: str, entry: dict | None, *, verify: bool,
         if size != entry['bytes']:
             raise MapError(f'map file {path} has {size} bytes, the manifest says '
                            f"{entry['bytes']} (truncated or replaced)")
-        if verify and _sha256(path) != entry['sha256']:
-            raise MapError(f'map file {path} is corrupt: its sha256 differs from the manifest')
+        if verify:
+            _verify_sha256(path, entry['sha256'], None if verify == 'full' else cache)
     try:
         array = np.load(path, allow_pickle=False, mmap_mode='r' if mmap else None)
     except (ValueError, OSError, EOFError) as exc:
@@ -98,6 +246,33 @@ def read_array(directory: Path, name: str, entry: dict | None, *, verify: bool,
         raise MapError(f"map file {path} holds {array.dtype.str}{list(array.shape)}, the "
                        f"manifest says {entry['dtype']}{entry['shape']}")
     return array
+
+
+def _verify_sha256(path: Path, expected: str, cache: VerificationCache | None) -> None:
+    if cache is not None and cache.vouches(path, expected):
+        return
+    started_ns = _now_ns()
+    if _sha256(path) != expected:
+        raise MapError(f'map file {path} is corrupt: its sha256 differs from the manifest')
+    if cache is not None:
+        cache.record(path, expected, started_ns)
+
+
+def write_file_atomic(directory: Path, name: str, data: bytes) -> dict:
+    """Write ``directory/name`` through a fsynced temporary file renamed over it; returns its
+    entry (sha256, bytes)."""
+    tmp = directory / f'.{name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:12]}'
+    try:
+        with open(tmp, 'wb') as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, directory / name)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_path(directory)
+    return {'sha256': hashlib.sha256(data).hexdigest(), 'bytes': len(data)}
 
 
 def write_map_dir(target: str | Path, fill: Callable[[Path], None], *,

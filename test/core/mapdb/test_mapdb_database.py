@@ -199,6 +199,13 @@ def test_duplicate_stamps_are_kept_and_duplicate_ids_refused(tmp_path):
     with pytest.raises(MapError, match='unique'):
         MapDatabase(database.manifest, places, database.positions, database.orientations,
                     stamps, place_ids=np.zeros(10))
+    # unordered ids: a repeat far apart is found, distinct ones in any order are fine
+    shuffled = np.array([7, 3, 9, 0, 5, 1, 8, 2, 6, 4])
+    MapDatabase(database.manifest, places, database.positions, database.orientations,
+                stamps, place_ids=shuffled)
+    with pytest.raises(MapError, match='unique'):
+        MapDatabase(database.manifest, places, database.positions, database.orientations,
+                    stamps, place_ids=np.where(shuffled == 4, 7, shuffled))
 
 
 def test_no_pickle_anywhere(tmp_path, small_map):

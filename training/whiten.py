@@ -78,8 +78,9 @@ def run_whitening(cfg: TrainConfig, run_dir: Path) -> dict:
 
 def place_descriptors(model: VPRModel, places: PlaceSet, device: torch.device,
                       batch_size: int) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Whitening inputs (``VPRModel.whitening_input``: the float descriptor, or it beside
-    the hashing code) of distinct training images and, per place, its rows.
+    """Whitening inputs (``Whitening.inputs`` in :mod:`vpr_core.model.whitening`: the float
+    descriptor, or it beside the hashing code) of distinct training images and, per place,
+    its rows.
 
     A sequence place uses only its exact frames (one per traversal, ``places.leading``): the
     neighbouring frames it also trains on differ by viewpoint, and whitening that away blurs

@@ -1,4 +1,9 @@
-"""Assemble a :class:`VPRModel` from a :class:`ModelConfig`: backbone, adapters, heads.
+"""Assemble a :class:`VPRModel` from a :class:`ModelConfig`: backbone, adapters, heads and the
+optional stage after them.
+
+Our variants (front end, pooling without the per-location L2, whitening) are chosen here, from
+:mod:`vpr_core.model.variants` and :mod:`vpr_core.model.whitening`; the published modules
+never look at them.
 
 The one place that turns an architecture description into modules. It loads no weights, so
 both the checkpoint loader (:mod:`vpr_core.model.checkpoint`) and the keyword factories
@@ -10,11 +15,13 @@ from vpr_core.errors import ConfigError
 from vpr_core.model import aggregators  # noqa: F401  (registers the heads)
 from vpr_core.model.adapters import attach_adapters
 from vpr_core.model.aggregators.gem import SelaGeMHead
-from vpr_core.model.backbone import DinoVisionTransformer, freeze_backbone
+from vpr_core.model.backbone import freeze_backbone
 from vpr_core.model.config import ModelConfig
 from vpr_core.model.hashing import HashingHead
-from vpr_core.model.registry import HEADS
+from vpr_core.model.registry import Head
+from vpr_core.model.variants import build_backbone, build_float_head, build_hashing_head
 from vpr_core.model.vpr_model import VPRModel
+from vpr_core.model.whitening import build_whitening
 
 
 def build_model(cfg: ModelConfig) -> VPRModel:
@@ -24,14 +31,18 @@ def build_model(cfg: ModelConfig) -> VPRModel:
     follow ``adapter.trainable``; heads are trainable.
     """
     streams = _streams(cfg)
-    backbone = DinoVisionTransformer(cfg.backbone)
+    backbone = build_backbone(cfg.backbone)
     freeze_backbone(backbone, cfg.backbone.train_blocks_from)
     adapter_kind = attach_adapters(backbone, cfg.adapter, streams)
-    head = None
-    if 'float' in streams:
-        head = HEADS.get(cfg.head.kind).from_config(cfg.head, backbone.embed_dim)
-    hashing = (HashingHead(backbone.embed_dim, cfg.hashing.bits, cfg.hashing.location_norm)
+    head = build_float_head(cfg.head, backbone.embed_dim) if 'float' in streams else None
+    hashing = (build_hashing_head(cfg.hashing, backbone.embed_dim)
                if 'hash' in streams else None)
+    _check_whitening(cfg, head, hashing)
+    post = build_whitening(cfg, head, hashing)
+    return VPRModel(cfg, backbone, adapter_kind, head, hashing, post).eval()
+
+
+def _check_whitening(cfg: ModelConfig, head: Head | None, hashing: HashingHead | None) -> None:
     if cfg.whitening and head is None:
         raise ConfigError('whitening applies to the float descriptor: the model has no float '
                           'head (hashing.rerank is false)')
@@ -44,7 +55,6 @@ def build_model(cfg: ModelConfig) -> VPRModel:
         raise ConfigError('whitening_strips needs model.whitening: true and the GeM float head '
                           f'(head.kind: gem), got whitening {cfg.whitening}, head '
                           f'{cfg.head.kind!r}')
-    return VPRModel(cfg, backbone, adapter_kind, head, hashing).eval()
 
 
 def _streams(cfg: ModelConfig) -> tuple[str, ...]:

@@ -3,7 +3,10 @@ Supervision", TMLR 2024), written here with the official parameter names.
 
 An official ``dinov2_vit{s,b,l,g}14[_reg4]_pretrain.pth`` (flat state dict, un-chunked blocks)
 loads into :class:`DinoVisionTransformer` with ``strict=True`` and no renaming. Token order is
-CLS, register tokens, patch tokens (row-major over the patch grid).
+CLS, register tokens, patch tokens (row-major over the patch grid). The class builds the official
+patch embedding and final LayerNorm; the front-end variants of models trained without
+pretrained weights (convolutional stem, per-image standardisation, no final norm) are modules
+passed in by :func:`vpr_core.model.variants.build_backbone`.
 """
 from __future__ import annotations
 
@@ -15,14 +18,18 @@ import torch.nn.functional as F
 
 from vpr_core.errors import ConfigError, UnsupportedImageError
 from vpr_core.model.config import BackboneConfig
-from vpr_core.model.layers import (Block, ConvStem, ImageStandardize,
-                                   init_linear_trunc_normal, PatchEmbed)
+from vpr_core.model.layers import Block, init_linear_trunc_normal, PatchEmbed
 
 
 class DinoVisionTransformer(nn.Module):
-    """DINOv2 ViT built from a :class:`BackboneConfig` (head = Identity, LayerNorm eps 1e-6)."""
+    """DINOv2 ViT built from a :class:`BackboneConfig` (head = Identity, LayerNorm eps 1e-6).
 
-    def __init__(self, config: BackboneConfig = BackboneConfig()) -> None:
+    ``patch_embed`` ([B, 3, H, W] -> [B, N, D]) and ``norm`` replace the official patch
+    embedding and final LayerNorm when given (None: the official ones).
+    """
+
+    def __init__(self, config: BackboneConfig = BackboneConfig(), *,
+                 patch_embed: nn.Module | None = None, norm: nn.Module | None = None) -> None:
         super().__init__()
         check_backbone_config(config)
         dim = config.embed_dim
@@ -34,10 +41,8 @@ class DinoVisionTransformer(nn.Module):
         self.num_register_tokens = config.num_register_tokens
         self.interpolate_offset = config.interpolate_offset
         self.interpolate_antialias = config.interpolate_antialias
-        self.input_norm = ImageStandardize() if config.input_norm == 'image' else nn.Identity()
-        self.patch_embed = (PatchEmbed(config.patch_size, dim) if config.stem == 'patch' else
-                            ConvStem(config.patch_size, dim, pooled=config.stem == 'vgg',
-                                     depth=config.stem_depth))
+        self.patch_embed = (patch_embed if patch_embed is not None else
+                            PatchEmbed(config.patch_size, dim))
         num_patches = (config.img_size // config.patch_size) ** 2
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + 1, dim))
@@ -46,7 +51,7 @@ class DinoVisionTransformer(nn.Module):
         self.blocks = nn.ModuleList(
             Block(dim, config.num_heads, config.mlp_ratio, config.ffn_layer, config.init_values)
             for _ in range(config.depth))
-        self.norm = nn.LayerNorm(dim, eps=1e-6) if config.final_norm else nn.Identity()
+        self.norm = norm if norm is not None else nn.LayerNorm(dim, eps=1e-6)
         self.head = nn.Identity()
         self.mask_token = nn.Parameter(torch.zeros(1, dim))
         self.init_weights()
@@ -106,7 +111,7 @@ class DinoVisionTransformer(nn.Module):
         """[B, 3, H, W] (+ optional [B, N] bool masks) -> tokens [B, 1 + R + N, D]."""
         height, width = x.shape[-2:]
         self.grid_size(height, width)
-        x = self.patch_embed(self.input_norm(x))
+        x = self.patch_embed(x)
         if masks is not None:
             x = torch.where(masks.unsqueeze(-1), self.mask_token.to(x.dtype).unsqueeze(0), x)
         x = torch.cat((self.cls_token.expand(x.shape[0], -1, -1), x), dim=1)
@@ -149,16 +154,6 @@ def check_backbone_config(config: BackboneConfig) -> None:
     if config.depth <= 0 or config.patch_size <= 0 or config.img_size % config.patch_size:
         raise ConfigError(f'backbone: depth {config.depth} must be > 0 and img_size '
                           f'{config.img_size} a multiple of patch_size {config.patch_size}')
-    if config.stem not in ('patch', 'conv', 'vgg'):
-        raise ConfigError(f'backbone.stem {config.stem!r} (valid: patch, conv, vgg)')
-    if config.stem != 'patch' and (config.patch_size < 2
-                                   or config.patch_size & (config.patch_size - 1)):
-        raise ConfigError(f'backbone.stem {config.stem} needs a power-of-two patch_size, got '
-                          f'{config.patch_size}')
-    if config.input_norm not in ('none', 'image'):
-        raise ConfigError(f'backbone.input_norm {config.input_norm!r} (valid: none, image)')
-    if config.stem_depth < 1:
-        raise ConfigError(f'backbone.stem_depth must be >= 1, got {config.stem_depth}')
     if config.num_register_tokens < 0:
         raise ConfigError('backbone.num_register_tokens must be >= 0')
     if config.train_blocks_from is not None and not 0 <= config.train_blocks_from <= config.depth:
@@ -171,11 +166,12 @@ def freeze_backbone(backbone: DinoVisionTransformer, train_blocks_from: int | No
 
     Patch embedding, CLS/register/mask tokens, pos_embed and the final LayerNorm stay frozen
     (SuperVLAD ``--freeze_te``). Parameters whose name contains ``adapter`` are left alone, and
-    so is a convolutional stem (it has no pretrained weights to keep).
+    so is a patch embedding that has no pretrained weights to keep (``from_scratch`` True,
+    e.g. our convolutional stems).
     """
-    conv_stem = backbone.config.stem != 'patch'
+    keep_embed = getattr(backbone.patch_embed, 'from_scratch', False)
     for name, param in backbone.named_parameters():
-        if 'adapter' in name or (conv_stem and name.startswith('patch_embed.')):
+        if 'adapter' in name or (keep_embed and name.startswith('patch_embed.')):
             continue
         trainable = False
         if train_blocks_from is not None and name.startswith('blocks.'):

@@ -14,7 +14,11 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @dataclass(frozen=True)
 class BackboneConfig:
-    """DINOv2 vision transformer hyper-parameters (official names and defaults)."""
+    """DINOv2 vision transformer hyper-parameters (official names and defaults).
+
+    ``stem``, ``stem_depth``, ``input_norm`` and ``final_norm`` choose our front-end variants
+    (:func:`vpr_core.model.variants.build_backbone`); the defaults are the official ViT.
+    """
 
     embed_dim: int = 768
     depth: int = 12
@@ -137,7 +141,8 @@ class ModelConfig:
     hashing: HashingConfig = field(default_factory=HashingConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     # A learned whitening of the float descriptor (``whiten``: Linear -> out_dim, then L2),
-    # fitted in closed form by the training stage ``whiten``; identity until fitted.
+    # fitted in closed form by the training stage ``whiten``; identity until fitted. A stage
+    # after the heads (``vpr_core.model.whitening.Whitening``).
     whitening: bool = False
     # What it whitens: the float head's descriptor (``float``: Linear out_dim -> out_dim), or,
     # in a two-branch model, that descriptor beside the hashing branch's continuous code z,

@@ -3,14 +3,14 @@
 The hashing stream's tokens (its own adapter stream when adapters are MulConv) go through
 Linear3 D->D per token, L2 over channels per location, its own GeM, Linear4 D->bits and L2 to a
 continuous code z; b = sign(z) with 0 -> +1 and a straight-through identity gradient.
-:meth:`HashingHead.describe` also pools vertical strips of the map (for the whitening).
 """
 from __future__ import annotations
 
 import torch
 from torch import nn, Tensor
+import torch.nn.functional as F
 
-from vpr_core.model.layers import gem_pooling, pooled_codes, Tokens
+from vpr_core.model.layers import gem_pooling, Tokens
 
 
 def binarize(z: Tensor) -> Tensor:
@@ -41,25 +41,25 @@ class HashingHead(nn.Module):
     """Tokens -> (z [B, bits] unit norm, b [B, bits] in {-1, +1}).
 
     Children ``aggregation_hashing`` (Sequential L2Norm, GeM, Flatten), ``linear3``, ``linear4``
-    carry the names of the released checkpoints; ``location_norm=False`` puts an Identity in
-    the L2Norm's place, as in the GeM float head.
+    carry the names of the released checkpoints; ``pooling`` replaces the seeds' pooling as in
+    :class:`~vpr_core.model.aggregators.gem.SelaGeMHead` (None: the seeds').
     """
 
-    def __init__(self, dim: int, bits: int, location_norm: bool = True) -> None:
+    def __init__(self, dim: int, bits: int, pooling: nn.Sequential | None = None) -> None:
         super().__init__()
         self.bits = bits
-        self.aggregation_hashing = gem_pooling(location_norm)
+        self.aggregation_hashing = pooling if pooling is not None else gem_pooling()
         self.linear3 = nn.Linear(dim, dim)
         self.linear4 = nn.Linear(dim, bits)
 
     def forward(self, tokens: Tokens) -> tuple[Tensor, Tensor]:
-        z, b, _ = self.describe(tokens)
-        return z, b
+        z = self.pool(self.feature_map(tokens))
+        return z, sign_ste(z)
 
-    def describe(self, tokens: Tokens,
-                 strips: int = 0) -> tuple[Tensor, Tensor, Tensor | None]:
-        """(z, b, the continuous code of each of ``strips`` vertical strips [B, strips, bits]
-        unit-norm | None); Linear3 runs once."""
-        x = self.linear3(tokens.patch_grid()).permute(0, 3, 1, 2)
-        z, parts = pooled_codes(x, self.aggregation_hashing, self.linear4, strips)
-        return z, sign_ste(z), parts
+    def feature_map(self, tokens: Tokens) -> Tensor:
+        """Linear3 on every patch token: [B, D, h, w]."""
+        return self.linear3(tokens.patch_grid()).permute(0, 3, 1, 2)
+
+    def pool(self, feature_map: Tensor) -> Tensor:
+        """[B, D, h, w] -> L2 per location, GeM, Linear4, L2: continuous code z [B, bits]."""
+        return F.normalize(self.linear4(self.aggregation_hashing(feature_map)), p=2, dim=-1)

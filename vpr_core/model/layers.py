@@ -3,6 +3,8 @@
 Parameter names follow facebookresearch/dinov2 (``attn.qkv``, ``ls1.gamma``, ``mlp.fc1``,
 ``mlp.w12`` ...) so official checkpoints load without renaming. Pooling layers follow the
 Visual-Geo-localization-Benchmark (L2Norm, GeM with p=3 / eps=1e-6, Flatten) used by the seeds.
+:func:`pool_strips` and :func:`pooled_codes` pool vertical strips of a GeM head's map for our
+strip whitening (:mod:`vpr_core.model.whitening`), not for the published heads.
 """
 from __future__ import annotations
 
@@ -23,57 +25,6 @@ class PatchEmbed(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.proj(x).flatten(2).transpose(1, 2)
-
-
-class ImageStandardize(nn.Module):
-    """[B, C, H, W] -> the same, each image shifted and scaled to mean 0 and standard deviation
-    1 over its pixels and channels (``eps`` keeps a blank frame finite). No parameters."""
-
-    def __init__(self, eps: float = 1e-3) -> None:
-        super().__init__()
-        self.eps = eps
-
-    def forward(self, x: Tensor) -> Tensor:
-        mean = x.mean(dim=(1, 2, 3), keepdim=True)
-        std = x.std(dim=(1, 2, 3), keepdim=True)
-        return (x - mean) / (std + self.eps)
-
-
-class ConvStem(nn.Module):
-    """[B, 3, H, W] -> [B, H/p * W/p, D]: log2(p) stages that halve the resolution, then a 1x1
-    projection to D. A drop-in for :class:`PatchEmbed` where no pretrained patch embedding
-    exists; it trains even when the ViT is frozen. Stage widths double up to D (D/4, D/2, D for
-    p = 8).
-
-    ``pooled`` False (stem ``conv``): one 3x3 stride-2 conv-BN-ReLU per stage (Xiao et al.,
-    "Early convolutions help transformers see better", NeurIPS 2021). ``pooled`` True (stem
-    ``vgg``): ``depth`` stride-1 3x3 conv-BN-ReLU layers at the stage's input resolution, then a
-    2x2 max-pool (Simonyan and Zisserman, "Very deep convolutional networks", ICLR 2015), so
-    the first layers see every input pixel.
-    """
-
-    def __init__(self, patch_size: int, embed_dim: int, in_chans: int = 3, *,
-                 pooled: bool = False, depth: int = 2) -> None:
-        super().__init__()
-        stages = patch_size.bit_length() - 1
-        if patch_size < 2 or patch_size != 1 << stages:
-            raise ValueError(f'a conv stem needs a power-of-two patch size, got {patch_size}')
-        self.patch_size = patch_size
-        widths = [max(embed_dim >> (stages - 1 - i), 8) for i in range(stages)]
-        stem, channels = [], in_chans
-        for width in widths:
-            for _ in range(depth if pooled else 1):
-                stem += [nn.Conv2d(channels, width, 3, stride=1 if pooled else 2, padding=1,
-                                   bias=False),
-                         nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
-                channels = width
-            if pooled:
-                stem.append(nn.MaxPool2d(2))
-        self.stem = nn.Sequential(*stem)
-        self.proj = nn.Conv2d(channels, embed_dim, kernel_size=1)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.proj(self.stem(x)).flatten(2).transpose(1, 2)
 
 
 class Attention(nn.Module):
@@ -238,12 +189,9 @@ class Flatten(nn.Module):
         return x[:, :, 0, 0]
 
 
-def gem_pooling(location_norm: bool = True) -> nn.Sequential:
-    """The seeds' ``Sequential(L2Norm, GeM, Flatten)``; index 1 holds ``p``.
-
-    ``location_norm=False`` puts an Identity in the L2Norm's place (same state-dict keys).
-    """
-    return nn.Sequential(L2Norm() if location_norm else nn.Identity(), GeM(), Flatten())
+def gem_pooling() -> nn.Sequential:
+    """The seeds' ``Sequential(L2Norm, GeM, Flatten)``; index 1 holds ``p``."""
+    return nn.Sequential(L2Norm(), GeM(), Flatten())
 
 
 def pool_strips(pooling: nn.Module, fmap: Tensor, strips: int) -> Tensor:

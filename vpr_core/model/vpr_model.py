@@ -5,15 +5,14 @@ published configuration is the authors' own with ``module.`` stripped: ``backbon
 ``backbone.adapters.j.*`` / ``backbone.adapters_hashing.j.*`` or
 ``backbone.blocks.k.adapter{1,2}.*``) and the heads' children at the top level
 (``aggregation.1.p``, ``linear1``..``linear4``, ``aggregation_hashing.1.p``, ``encoder.*``,
-``attention_unet.*``, ``amg_gem.p``); ours adds ``whiten.*`` (learned whitening of the float
-descriptor, or of it beside the hashing code z, with the heads' vertical strips when
-``whitening_strips``, when ``ModelConfig.whitening``).
+``attention_unet.*``, ``amg_gem.p``). An optional stage after the heads (``post``) rewrites
+the float descriptor: ours is the learned whitening (``whiten.*``,
+:mod:`vpr_core.model.whitening`), which the bundled model opts into.
 """
 from __future__ import annotations
 
 from typing import Literal
 
-import torch
 from torch import nn, Tensor
 import torch.nn.functional as F
 
@@ -41,19 +40,22 @@ class VPRModel(nn.Module):
 
     def __init__(self, config: ModelConfig, backbone: DinoVisionTransformer,
                  adapter_kind: AdapterKind, head: Head | None,
-                 hashing: HashingHead | None) -> None:
+                 hashing: HashingHead | None, post: nn.Module | None = None) -> None:
         super().__init__()
         if head is None and hashing is None:
             raise ValueError('a VPRModel needs a float head, a hashing head or both')
         self.config = config
         self.backbone = backbone
         self.adapter_kind = adapter_kind
-        for part in (head, hashing):
+        if post is not None and head is None:
+            raise ValueError('a stage after the heads needs the float head')
+        for part in (head, hashing, post):
             if part is not None:
                 self._graft(part)
         # Plain references (not registered twice): their children are registered above.
         self.__dict__['float_head'] = head
         self.__dict__['hashing_head'] = hashing
+        self.__dict__['post'] = post
         self.out_dim = head.out_dim if head is not None else 0
         self.code_bits = hashing.bits if hashing is not None else 0
         self.outputs: Outputs = ('float' if hashing is None else
@@ -61,16 +63,6 @@ class VPRModel(nn.Module):
         self.streams = tuple(name for name, part in (('float', head), ('hash', hashing))
                              if part is not None)
         self.batch_dependent = bool(head is not None and head.batch_dependent)
-        self.whiten = None
-        if config.whitening and head is not None:
-            both = config.whitening_input == 'float+hash'
-            parts = 1 + config.whitening_strips
-            self.whiten = nn.Linear(parts * (self.out_dim + (self.code_bits if both else 0)),
-                                    self.out_dim)
-            with torch.no_grad():     # identity on the float descriptor (zeros on z)
-                self.whiten.weight.copy_(torch.eye(*self.whiten.weight.shape))
-                self.whiten.bias.zero_()
-            self.whiten.requires_grad_(False)
 
     def _graft(self, part: nn.Module) -> None:
         if next(part.parameters(recurse=False), None) is not None:
@@ -99,36 +91,16 @@ class VPRModel(nn.Module):
     def forward(self, images: Tensor) -> Tensor | tuple[Tensor, ...]:
         """[B, 3, H, W] -> x_g [B, out_dim] | (z, b) | (z, b, x_g), b in {-1, +1}."""
         tokens = self.stream_tokens(images)
-        strips = self.config.whitening_strips if self.whiten is not None else 0
-        x_g = x_strips = z = b = z_strips = None
+        x_g = z = b = None
         if self.float_head is not None:
-            if strips:
-                x_g, x_strips = self.float_head.describe(tokens['float'], strips)
-            else:
-                x_g = self.float_head(tokens['float'])
+            x_g = self.float_head(tokens['float'])
         if self.hashing_head is not None:
-            z, b, z_strips = self.hashing_head.describe(tokens['hash'], strips)
-        if self.whiten is not None:
-            x_g = F.normalize(self.whiten(self.whitening_input(x_g, z, x_strips, z_strips)),
-                              p=2, dim=-1)
+            z, b = self.hashing_head(tokens['hash'])
+        if self.post is not None:
+            x_g = self.post(tokens, x_g, z)
         if self.hashing_head is None:
             return x_g
         return (z, b) if x_g is None else (z, b, x_g)
-
-    def whitening_input(self, x_g: Tensor, z: Tensor | None, x_strips: Tensor | None = None,
-                        z_strips: Tensor | None = None) -> Tensor:
-        """What ``whiten`` reads: x_g, or [unit x_g, z] for ``whitening_input`` float+hash,
-        followed by the float strips and then the hashing strips when ``whitening_strips``."""
-        if self.config.whitening_input == 'float' and x_strips is None:
-            return x_g
-        parts = [F.normalize(x_g, p=2, dim=-1)]
-        if self.config.whitening_input == 'float+hash':
-            parts.append(z)
-        if x_strips is not None:
-            parts.append(x_strips.flatten(1))
-            if self.config.whitening_input == 'float+hash':
-                parts.append(z_strips.flatten(1))
-        return torch.cat(parts, dim=-1)
 
     def descriptors(self, images: Tensor) -> tuple[Tensor | None, Tensor | None]:
         """[B, 3, H, W] -> (float [B, out_dim] unit norm | None, signs [B, bits] | None)."""

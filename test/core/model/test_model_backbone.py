@@ -13,6 +13,7 @@ from vpr_core.model.factory import dinov2
 from vpr_core.model.foreign import load_foreign_weights
 from vpr_core.model.layers import Attention
 from vpr_core.model.registry import backbone_preset
+from vpr_core.model.variants import build_backbone
 
 # (D, depth) per size, from the spec's table; ViT-g uses SwiGLU with hidden 4096.
 SPEC_SIZES = {'small': (384, 12), 'base': (768, 12), 'large': (1024, 24), 'giant': (1536, 40)}
@@ -209,7 +210,7 @@ def test_official_initialisation():
 def test_conv_stem_replaces_the_patch_embedding():
     config = BackboneConfig(embed_dim=64, depth=1, num_heads=2, img_size=64, patch_size=8,
                             stem='conv')
-    vit = DinoVisionTransformer(config)
+    vit = build_backbone(config)
     shapes = {k: tuple(v.shape) for k, v in vit.state_dict().items()
               if k.startswith('patch_embed.') and k.endswith('weight')}
     # Widths double up to D: 3 -> 16 -> 32 -> 64 by three stride-2 3x3 convs, then 1x1.
@@ -227,7 +228,7 @@ def test_conv_stem_replaces_the_patch_embedding():
 def test_a_vgg_stem_convolves_every_resolution_before_pooling():
     config = BackboneConfig(embed_dim=64, depth=1, num_heads=2, img_size=64, patch_size=4,
                             stem='vgg', stem_depth=2)
-    vit = DinoVisionTransformer(config)
+    vit = build_backbone(config)
     layers = list(vit.patch_embed.stem)
     convs = [m for m in layers if isinstance(m, torch.nn.Conv2d)]
     assert [(c.in_channels, c.out_channels, c.stride[0]) for c in convs] == \
@@ -238,23 +239,23 @@ def test_a_vgg_stem_convolves_every_resolution_before_pooling():
         (2, 8 * 16, 64)
     from vpr_core.errors import ConfigError
     with pytest.raises(ConfigError, match='stem_depth must be >= 1'):
-        DinoVisionTransformer(dataclasses.replace(config, stem_depth=0))
+        build_backbone(dataclasses.replace(config, stem_depth=0))
 
 
 def test_conv_stem_needs_a_power_of_two_patch():
     from vpr_core.errors import ConfigError
     with pytest.raises(ConfigError, match='power-of-two'):
-        DinoVisionTransformer(BackboneConfig(embed_dim=64, depth=1, num_heads=2, img_size=56,
-                                             patch_size=14, stem='conv'))
+        build_backbone(BackboneConfig(embed_dim=64, depth=1, num_heads=2, img_size=56,
+                                      patch_size=14, stem='conv'))
     with pytest.raises(ConfigError, match='valid: patch, conv, vgg'):
-        DinoVisionTransformer(BackboneConfig(embed_dim=64, depth=1, num_heads=2, stem='hybrid'))
+        build_backbone(BackboneConfig(embed_dim=64, depth=1, num_heads=2, stem='hybrid'))
 
 
 @pytest.mark.parametrize('stem', ['conv', 'vgg'])
 def test_a_frozen_backbone_keeps_its_conv_stem_trainable(stem):
     from vpr_core.model.backbone import freeze_backbone
-    vit = DinoVisionTransformer(BackboneConfig(embed_dim=64, depth=2, num_heads=2, img_size=64,
-                                               patch_size=4, stem=stem))
+    vit = build_backbone(BackboneConfig(embed_dim=64, depth=2, num_heads=2, img_size=64,
+                                        patch_size=4, stem=stem))
     freeze_backbone(vit, None)
     trainable = {n for n, p in vit.named_parameters() if p.requires_grad}
     assert trainable == {n for n, _ in vit.named_parameters() if n.startswith('patch_embed.')}
@@ -264,7 +265,7 @@ def test_a_frozen_backbone_keeps_its_conv_stem_trainable(stem):
 def test_image_standardisation_removes_exposure_and_contrast():
     config = BackboneConfig(embed_dim=64, depth=1, num_heads=2, img_size=64, patch_size=4,
                             stem='vgg', input_norm='image')
-    vit = DinoVisionTransformer(config).eval()
+    vit = build_backbone(config).eval()
     images = torch.randn(2, 3, 32, 64)
     # A darker, flatter exposure of the same frames gives the same tokens, up to the eps
     # (1e-3) added to a standard deviation of 0.3 instead of 1.
@@ -272,22 +273,50 @@ def test_image_standardisation_removes_exposure_and_contrast():
     dimmed = vit.forward_features(0.3 * images - 1.5)['x_norm_patchtokens']
     torch.testing.assert_close(dimmed, tokens, atol=1e-2, rtol=0)
     assert torch.isfinite(vit.forward_features(torch.zeros(1, 3, 32, 64))['x_prenorm']).all()
-    assert not list(vit.input_norm.parameters())      # the state-dict layout is unchanged
-    plain = DinoVisionTransformer(dataclasses.replace(config, input_norm='none')).eval()
+    assert not list(vit.patch_embed.standardize.parameters())  # same state-dict layout
+    plain = build_backbone(dataclasses.replace(config, input_norm='none')).eval()
     plain.load_state_dict(vit.state_dict())
     changed = plain.forward_features(0.3 * images - 1.5)['x_norm_patchtokens']
     assert (changed - plain.forward_features(images)['x_norm_patchtokens']).abs().max() > 0.1
     from vpr_core.errors import ConfigError
     with pytest.raises(ConfigError, match='valid: none, image'):
-        DinoVisionTransformer(dataclasses.replace(config, input_norm='local'))
+        build_backbone(dataclasses.replace(config, input_norm='local'))
 
 
 def test_without_final_norm_the_heads_read_prenorm_tokens():
     config = BackboneConfig(embed_dim=64, depth=2, num_heads=2, img_size=64, patch_size=4,
                             stem='vgg', final_norm=False)
-    vit = DinoVisionTransformer(config).eval()
+    vit = build_backbone(config).eval()
     assert not any(name.startswith('norm.') for name in vit.state_dict())
     features = vit.forward_features(torch.randn(2, 3, 32, 64))
     torch.testing.assert_close(features['x_norm_patchtokens'], features['x_prenorm'][:, 1:])
-    normed = DinoVisionTransformer(dataclasses.replace(config, final_norm=True)).eval()
+    normed = build_backbone(dataclasses.replace(config, final_norm=True)).eval()
     assert {'norm.weight', 'norm.bias'} <= normed.state_dict().keys()
+
+
+def test_the_published_front_end_is_the_official_one():
+    """Without variants, build_backbone gives the official ViT: same modules, same random
+    initialisation as the class alone, and no stem or standardisation in front."""
+    from vpr_core.model.layers import PatchEmbed
+    config = BackboneConfig(embed_dim=64, depth=2, num_heads=2)
+    torch.manual_seed(0)
+    plain = DinoVisionTransformer(config)
+    torch.manual_seed(0)
+    built = build_backbone(config)
+    assert type(built.patch_embed) is PatchEmbed and type(built.norm) is torch.nn.LayerNorm
+    assert plain.state_dict().keys() == built.state_dict().keys()
+    assert all(torch.equal(v, built.state_dict()[k]) for k, v in plain.state_dict().items())
+    images = torch.randn(1, 3, 28, 42)
+    torch.testing.assert_close(built.eval()(images), plain.eval()(images), rtol=0, atol=0)
+
+
+def test_standardised_input_keeps_the_patch_embedding_layout():
+    config = BackboneConfig(embed_dim=64, depth=1, num_heads=2, input_norm='image')
+    vit = build_backbone(config)
+    official = DinoVisionTransformer(dataclasses.replace(config, input_norm='none'))
+    assert vit.state_dict().keys() == official.state_dict().keys()
+    official.load_state_dict(vit.state_dict())
+    images = torch.randn(2, 3, 28, 28)
+    standardised = (images - images.mean(dim=(1, 2, 3), keepdim=True)) / \
+        (images.std(dim=(1, 2, 3), keepdim=True) + 1e-3)
+    torch.testing.assert_close(vit.eval()(images), official.eval()(standardised))

@@ -8,10 +8,11 @@ import torch.nn.functional as F
 
 from vpr_core.errors import ConfigError, UnsupportedImageError
 from vpr_core.model import aggregators  # noqa: F401
-from vpr_core.model.config import HeadConfig
+from vpr_core.model.config import HashingConfig, HeadConfig
 from vpr_core.model.hashing import HashingHead, sign_ste
 from vpr_core.model.layers import Tokens
 from vpr_core.model.registry import HEADS
+from vpr_core.model.variants import build_float_head, build_hashing_head
 
 
 def random_tokens(batch, dim, grid, num_prefix=1):
@@ -39,7 +40,7 @@ def test_gem_head_follows_the_spec_order():
 
 
 def test_gem_head_without_location_norm_pools_linear1_output():
-    head = build_head('gem', 64, out_dim=32, location_norm=False)
+    head = build_float_head(HeadConfig(kind='gem', out_dim=32, location_norm=False), 64).eval()
     with torch.no_grad():
         head.linear1.bias.zero_()       # so scaling a token scales Linear1's output
     published = build_head('gem', 64, out_dim=32)
@@ -217,7 +218,7 @@ def test_hashing_head_codes():
 
 
 def test_hashing_head_without_location_norm():
-    head = HashingHead(64, 128, location_norm=False)
+    head = build_hashing_head(HashingConfig(bits=128, location_norm=False), 64)
     assert head.state_dict().keys() == HashingHead(64, 128).state_dict().keys()
     tokens = random_tokens(2, 64, (2, 3))
     grid = head.linear3(tokens.patch_grid()).permute(0, 3, 1, 2)

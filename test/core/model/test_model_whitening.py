@@ -204,3 +204,20 @@ def test_float_only_strips_and_uneven_bands():
     model.whiten.register_forward_pre_hook(lambda module, args: whitening_input.append(args[0]))
     model.descriptors(images)
     torch.testing.assert_close(whitening_input[0], reference)
+
+
+def test_the_whitening_is_a_stage_after_the_heads():
+    """The heads are the published ones; the stage holds the only ``whiten.*`` parameters."""
+    from vpr_core.model.aggregators.gem import SelaGeMHead
+    from vpr_core.model.hashing import HashingHead
+    from vpr_core.model.whitening import StripWhitening, Whitening
+    two_branch = dict(hashing=HashingConfig(bits=24, rerank=True))
+    assert build_model(tiny(**two_branch)).post is None
+    model = build_model(tiny(whitening=True, whitening_input='float+hash', whitening_strips=2,
+                             **two_branch))
+    assert type(model.float_head) is SelaGeMHead and type(model.hashing_head) is HashingHead
+    assert isinstance(model.post, StripWhitening) and model.whiten is model.post.whiten
+    whiten_keys = [k for k in model.state_dict() if k.startswith('whiten')]
+    assert whiten_keys == ['whiten.weight', 'whiten.bias']
+    plain = build_model(tiny(whitening=True))
+    assert type(plain.post) is Whitening and not plain.post.with_code

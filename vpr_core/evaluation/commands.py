@@ -8,7 +8,8 @@ gives the index)::
                  --out OUT
 
 or a VG-benchmark split (``--vg-root ROOT --split test``, 25 m positives), or two rosbag2
-recordings whose poses give the positives (``--pose-topic /odom --radius-m 25``). Without
+recordings whose poses give the positives (``--gt-topic /odom --radius 25``, the names of
+``vpr bag-eval``; ``--pose-topic`` and ``--radius-m`` still work). Without
 ``--weights`` the bundled default model is used. With ``--sequence-length`` the queries also
 go through the node's stream localizer with the node's defaults (``--config`` / ``--set`` as
 in ``vpr bag-eval``), so ``sequence_recall_at`` and ``accepted`` are the figures the node gives
@@ -49,8 +50,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                                    'rosbag2')
     data.add_argument('--image-topic', default=None,
                       help='image topic of rosbag2 inputs (default: the only one)')
-    data.add_argument('--pose-topic', default=None,
-                      help='rosbag2 inputs: positives within --radius-m of the poses on this '
+    data.add_argument('--gt-topic', '--pose-topic', dest='pose_topic', default=None,
+                      help='rosbag2 inputs: positives within --radius of the poses on this '
                            'topic (same frame in both bags) instead of --tolerance')
     data.add_argument('--tolerance', type=int, default=None,
                       help='query i matches database j when |i - j| <= N frames')
@@ -61,8 +62,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       help='database indices START..STOP-1 (default: as --index-range)')
     data.add_argument('--vg-root', type=Path, help='VG-benchmark dataset root (instead)')
     data.add_argument('--split', default='test', help='VG-benchmark split (default test)')
-    data.add_argument('--radius-m', type=float, default=25.0,
-                      help='positives radius for --vg-root and --pose-topic (default 25 m)')
+    data.add_argument('--radius', '--radius-m', dest='radius_m', type=float, default=25.0,
+                      help='positives radius in metres for --vg-root and --gt-topic (default 25)')
     parser.add_argument('--weights', type=Path, default=None,
                         help='our .safetensors checkpoint (default: the bundled model)')
     parser.add_argument('--mode', choices=MODES, default=None,

@@ -111,3 +111,15 @@ def test_vpr_evaluate_defaults_to_the_bundled_model(route, tmp_path):
     assert report['descriptor_bytes_per_image'] == bundled.descriptor_dim * 4 + \
         bundled.code_bits // 8
     assert 'baseline' not in report
+
+
+def test_evaluate_and_bag_eval_share_the_ground_truth_flags():
+    from vpr_core.cli import build_parser
+    parser = build_parser()
+    common = ['evaluate', '--database', 'a', '--queries', 'b', '--out', 'o']
+    new = parser.parse_args(common + ['--gt-topic', '/odom', '--radius', '5'])
+    old = parser.parse_args(common + ['--pose-topic', '/odom', '--radius-m', '5'])
+    assert (new.pose_topic, new.radius_m) == (old.pose_topic, old.radius_m) == ('/odom', 5.0)
+    bag = parser.parse_args(['bag-eval', '--bag', 'b', '--image-topic', '/i', '--map', 'm',
+                             '--gt-topic', '/odom', '--radius', '5', '--out', 'o'])
+    assert (bag.gt_topic, bag.radius) == ('/odom', 5.0)

@@ -124,7 +124,7 @@ class VprNode(LifecycleNode):
             self.get_logger().error(self.error)
             raise
         self.error = ''
-        info = self._pipeline.describe()
+        info = self._pipeline.status()
         if info.get('map_frame_id', self.settings.map_frame) != self.settings.map_frame:
             self.get_logger().warning(
                 f"the map was built in frame '{info['map_frame_id']}', outputs use map_frame "
@@ -376,7 +376,7 @@ class VprNode(LifecycleNode):
         if worker is not None:
             worker.check()
         pipeline = self._pipeline
-        info = pipeline.describe() if pipeline is not None else {}
+        info = pipeline.status() if pipeline is not None else {}
         level, message = node_status(self.state, self.error, self._enabled,
                                      self.stats.input_is_stale(),
                                      worker is not None and worker.alive,

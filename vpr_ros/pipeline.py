@@ -39,7 +39,7 @@ class Pipeline(Protocol):
     def close(self) -> None:
         """Free model and map memory (GPU included)."""
 
-    def describe(self) -> dict[str, str]:
+    def status(self) -> dict[str, str]:
         """Device, map id and size, model: for diagnostics."""
 
 
@@ -103,7 +103,7 @@ class LocalizationPipeline:
         self._recognizers, self._extractor, self._map = [], None, None
         devices.release_memory(device)
 
-    def describe(self) -> dict[str, str]:
+    def status(self) -> dict[str, str]:
         return dict(self._info)
 
 

@@ -79,7 +79,7 @@ class TeachPipeline:
         self._extractor = None
         devices.release_memory(device)
 
-    def describe(self) -> dict[str, str]:
+    def status(self) -> dict[str, str]:
         return {'device': self._device, 'map_dir': str(self._recorder.path),
                 'map_frame_id': self._recorder.frame_id,
                 'keyframes_recorded': str(self.keyframes),

@@ -84,7 +84,7 @@ class FakePipeline:
     def close(self) -> None:
         self.closed = True
 
-    def describe(self) -> dict:
+    def status(self) -> dict:
         return {'device': 'cpu', 'map_id': 'fake', 'map_size': str(self.places)}
 
 

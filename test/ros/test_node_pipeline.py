@@ -56,7 +56,7 @@ def test_each_camera_has_its_own_window(tmp_path):
     assert front.frames == 3 and rear.frames == 1
     assert rear.candidates[0].place_id == 6
     assert rear.pose.position[0] == pytest.approx(6.5, abs=1e-6)
-    assert pipeline.describe()['map_size'] == '8'
+    assert pipeline.status()['map_size'] == '8'
     pipeline.update({'localization.gate.min_score': 0.2, 'top_k': 2})
     assert len(pipeline.process(place_image(1), 30.0, camera=0).candidates) == 2
     pipeline.close()

@@ -71,7 +71,7 @@ def test_localizes_a_replayed_route(ros, assets):
         assert np.all(covariance <= 1e9)
     t_query, t_match = loops[-1][1].data
     assert t_match == pytest.approx(100.0 + (t_query - 500.0), abs=1.01)
-    info = node._pipeline.describe()
+    info = node._pipeline.status()
     assert info['map_size'] == str(PLACES) and info['device'] == 'cpu'
 
 

@@ -63,7 +63,7 @@ def test_teach_extends_a_built_map_and_build_map_appends_to_the_result(ros, buil
                          'pose_topic': '/odom', 'device': 'cpu', 'teach.min_distance_m': 2.0},
                         factory=None)
     assert node.state == 'active', node.error
-    assert node._pipeline.describe()['map_frame_id'] == 'map'
+    assert node._pipeline.status()['map_frame_id'] == 'map'
     drive(ros, node, [100.0 + k for k in range(6)], 2000.0)
     node.finish()                                      # saves on the way out
     taught = MapDatabase.load(map_dir)

@@ -102,7 +102,7 @@ def evaluate_bag(bag: str | Path, map_db: MapDatabase, extractor,
                   descriptor_dim=int(map_db.manifest.descriptor_dim),
                   code_bits=int(map_db.manifest.code_bits),
                   dataset=_dataset_info(bag, options, stamps, records, truth, map_db),
-                  map=_map_info(map_db), model=model_info(extractor),
+                  map=_map_info(map_db), model=report_model(extractor),
                   config=to_dict(config), versions=creation_info('vpr bag-eval'),
                   created=time.strftime('%Y-%m-%dT%H:%M:%S%z'),
                   seconds_total=time.perf_counter() - tic)
@@ -176,7 +176,7 @@ def usable_recall_values(values: Sequence[int], top_k: int) -> tuple[int, ...]:
     return kept or (1,)
 
 
-def model_info(extractor) -> dict:
+def report_model(extractor) -> dict:
     """Name, fingerprint and device of a descriptor source, for the report."""
     config = getattr(extractor, 'model_config', None)
     return {'name': getattr(config, 'name', type(extractor).__name__),

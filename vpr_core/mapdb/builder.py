@@ -213,7 +213,7 @@ def _thumbnail(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
                       interpolation=cv2.INTER_AREA)
 
 
-def model_info(extractor: DescriptorSource) -> tuple[dict, dict]:
+def manifest_model(extractor: DescriptorSource) -> tuple[dict, dict]:
     """(model summary, preprocessing) of a descriptor source, for the manifest."""
     config = getattr(extractor, 'model_config', None)
     if config is None or not dataclasses.is_dataclass(config):
@@ -226,7 +226,7 @@ def model_info(extractor: DescriptorSource) -> tuple[dict, dict]:
 def _manifest(table: FrameTable, extractor: DescriptorSource, config: BuildConfig,
               chosen: np.ndarray, positions: np.ndarray, descriptors: Descriptors,
               skipped: list[dict]) -> MapManifest:
-    model, preprocess = model_info(extractor)
+    model, preprocess = manifest_model(extractor)
     z_range = float(np.ptp(positions[:, 2])) if len(positions) else 0.0
     source = dict(table.info, frames=int(len(table.stamps_ns)),
                   frames_without_pose=int((~table.valid).sum()), keyframes=int(len(chosen)),

@@ -23,7 +23,7 @@ import numpy as np
 from vpr_core.config import to_dict
 from vpr_core.descriptors import Descriptors
 from vpr_core.errors import IncompatibleMapError, MapError
-from vpr_core.mapdb.builder import BuildConfig, DescriptorSource, model_info
+from vpr_core.mapdb.builder import BuildConfig, DescriptorSource, manifest_model
 from vpr_core.mapdb.database import append_to_map, MapDatabase, map_exists
 from vpr_core.mapdb.keyframe import KeyframeSelector
 from vpr_core.mapdb.manifest import creation_info, MapManifest
@@ -149,7 +149,7 @@ class MapRecorder:
         codes = _stack([r[0].codes for r in rows], keep_codes, (0, extractor.code_bits // 8),
                        np.uint8)
         positions = np.array([r[1] for r in rows]).reshape(-1, 3)
-        model, preprocess = model_info(extractor)
+        model, preprocess = manifest_model(extractor)
         manifest = MapManifest(
             model_fingerprint=extractor.fingerprint,
             descriptor_dim=0 if floats is None else floats.shape[1],

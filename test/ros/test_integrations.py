@@ -7,6 +7,7 @@ import rclpy
 from rclpy.parameter import Parameter
 import yaml
 
+from param_files import flatten
 from ros_harness import FakePipeline
 from vpr_ros.parameters import SPECS, validate
 
@@ -28,16 +29,6 @@ def node_values(content):
     for key in NODE_KEYS:
         values.update(flatten(content.get(key, {}).get('ros__parameters', {})))
     return values
-
-
-def flatten(values, prefix=''):
-    flat = {}
-    for key, value in values.items():
-        if isinstance(value, dict):
-            flat.update(flatten(value, f'{prefix}{key}.'))
-        else:
-            flat[prefix + key] = value
-    return flat
 
 
 def named_interfaces(path):

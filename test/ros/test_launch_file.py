@@ -12,6 +12,7 @@ import xml.etree.ElementTree as ElementTree
 import pytest
 import yaml
 
+from param_files import flatten
 from vpr_ros.parameter_specs import (FIELD_TABLE, leaf_fields, NODE_LEVEL, SECTIONS, undocumented,
                                      unexposed)
 from vpr_ros.parameters import PARAMETERS, SPECS
@@ -135,16 +136,6 @@ def test_remapped_topics_are_the_node_inputs(tree):
     sources = {pair.elts[0].value for pair in keyword(node, 'remappings').elts}
     topic = SPECS['image_topics'].default[0]
     assert sources == {topic, f'{topic}/compressed'}
-
-
-def flatten(values, prefix=''):
-    flat = {}
-    for key, value in values.items():
-        if isinstance(value, dict):
-            flat.update(flatten(value, f'{prefix}{key}.'))
-        else:
-            flat[prefix + key] = value
-    return flat
 
 
 def same_value(a, b):

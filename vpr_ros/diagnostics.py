@@ -18,6 +18,7 @@ import time
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 import numpy as np
+from vpr_core.localization.period import FramePeriod
 
 STALE_INPUT_S = 5.0
 # Input loss above this share of the expected frames (over LOSS_WINDOW_S) makes a WARN.
@@ -56,20 +57,19 @@ class RateMeter:
 class StampGaps:
     """Frames missing from one camera's stream, inferred from its header stamps.
 
-    The nominal period is the median of the shortest recent stamp gaps (those within
-    ``gap_factor`` of the 5th percentile): a plain median of all gaps drifts to two or more
-    periods once half the frames are lost, which would hide exactly the heavy loss this is
-    for. A gap longer than ``gap_factor`` periods counts ``round(gap / period) - 1`` frames
-    lost. A stamp earlier than the previous one is a clock jump back (bag loop, sim time
-    reset): counted, and the period is learnt again. Gaps over ``pause_s`` are a paused
-    stream (the stale-input warning covers it), not lost frames. No estimate before
+    The nominal period is the tracker's estimator,
+    :class:`~vpr_core.localization.period.FramePeriod` (the median of the shortest recent stamp
+    gaps, those within ``gap_factor`` of the 5th percentile: it holds under heavy loss, which a
+    plain median would hide). A gap longer than ``gap_factor`` periods counts ``round(gap /
+    period) - 1`` frames lost. A stamp earlier than the previous one is a clock jump back (bag
+    loop, sim time reset): counted, and the period is learnt again. Gaps over ``pause_s`` are a
+    paused stream (the stale-input warning covers it), not lost frames. No estimate before
     ``min_history`` gaps; repeated stamps are ignored.
     """
 
     def __init__(self, history: int = 100, min_history: int = 8, gap_factor: float = 1.5,
                  window_s: float = LOSS_WINDOW_S, pause_s: float = STALE_INPUT_S) -> None:
-        self._gaps_ns: deque[int] = deque(maxlen=history)
-        self._min_history = min_history
+        self._gaps_ns = FramePeriod(history, min_history, gap_factor)
         self._gap_factor = gap_factor
         self._window_s = window_s
         self._pause_ns = int(pause_s * 1e9)
@@ -89,7 +89,7 @@ class StampGaps:
             self._gaps_ns.clear()
         elif last is not None and stamp_ns > last:
             learnt = self.period_ns() is not None
-            self._gaps_ns.append(stamp_ns - last)
+            self._gaps_ns.add(stamp_ns - last)
             period_ns = self.period_ns()
             if period_ns is not None:  # once learnt, the gaps seen while learning count too
                 for gap_ns in (stamp_ns - last,) if learnt else self._gaps_ns:
@@ -104,11 +104,7 @@ class StampGaps:
 
     def period_ns(self) -> float | None:
         """The nominal stamp period (ns), None until ``min_history`` gaps were seen."""
-        if len(self._gaps_ns) < self._min_history:
-            return None
-        gaps = np.sort(np.asarray(self._gaps_ns, dtype=np.float64))
-        shortest = gaps[len(gaps) // 20]
-        return float(np.median(gaps[gaps <= self._gap_factor * shortest]))
+        return self._gaps_ns.estimate()
 
     def window(self, now_s: float) -> tuple[int, int]:
         """(frames received, frames lost) in the last ``window_s`` seconds."""

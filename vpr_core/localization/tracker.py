@@ -11,14 +11,14 @@ independent of the map size. With every place as a candidate the scores equal
 A window frame is placed on a trajectory by how far the robot went since it, not by how many
 frames came after it, so a stream that loses frames stays on its route: by the odometry travel
 (metres, converted to map rows along the map's own path) and by the elapsed time in nominal
-frame periods (a low quantile of the recent stamp spacing: the camera's rate even when most
-frames are lost), each times every velocity (map metres per odometry metre, places per
-period); with both, both sets of trajectories compete, so a glitch of one does not decide
-alone. A regular stream without odometry gives frame counts, as offline. A spacing of more
-than ``gap_factor`` periods that odometry does not measure is an unexplained gap: the frames
-before it stay in the window, placed by time (the velocities spread them the wider the longer
-the gap), and ``frames_since_gap`` tells the gate how many frames after it support a match;
-past ``gap_reset_factor`` periods the window restarts.
+frame periods (:class:`~vpr_core.localization.period.FramePeriod` over the recent stamp
+spacings: the camera's rate even when most frames are lost), each times every velocity (map
+metres per odometry metre, places per period); with both, both sets of trajectories compete, so
+a glitch of one does not decide alone. A regular stream without odometry gives frame counts, as
+offline. A spacing of more than ``gap_factor`` periods that odometry does not measure is an
+unexplained gap: the frames before it stay in the window, placed by time (the velocities spread
+them the wider the longer the gap), and ``frames_since_gap`` tells the gate how many frames
+after it support a match; past ``gap_reset_factor`` periods the window restarts.
 
 With ``hubness_k`` > 0 each new frame is also compared with every place, once, to update the
 hubness statistics (:class:`~vpr_core.localization.hubness.PlaceHubness`, on the distance
@@ -36,10 +36,10 @@ from vpr_core.descriptors import Descriptors
 from vpr_core.errors import ConfigError
 from vpr_core.localization.config import SequenceConfig
 from vpr_core.localization.hubness import PlaceHubness
+from vpr_core.localization.period import FramePeriod
 
 SPACING_HISTORY = 64          # recent stamp spacings behind the nominal period
 _SIMILARITY_BLOCK = 16384      # float16 map rows converted to float32 at a time
-PERIOD_QUANTILE = 0.1         # the period is a low quantile: lost frames only lengthen spacings
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,7 @@ class SequenceTracker:
         self.window: deque[_FrameCache] = deque(maxlen=config.length)
         self.hubness = PlaceHubness(self.size, config.hubness_k) if config.hubness_k > 0 \
             else None
-        self.spacings: deque[float] = deque(maxlen=SPACING_HISTORY)
+        self.spacings = FramePeriod(history=SPACING_HISTORY)      # [s]
         self.step_places = 1.0      # places (at velocity 1) since the previous frame
         self.new_step = True        # the newest frame started a window step
         self.restarted = False      # the newest frame restarted the window after a gap
@@ -109,9 +109,7 @@ class SequenceTracker:
         """Nominal frame period [s]: configured, else estimated from recent stamps."""
         if self.config.frame_period_s > 0:
             return self.config.frame_period_s
-        if not self.spacings:
-            return None
-        return float(np.quantile(np.asarray(self.spacings), PERIOD_QUANTILE))
+        return self.spacings.estimate()
 
     def push(self, query: Descriptors, new_step: bool = True, stamp_ns: int | None = None,
              travel_m: float | None = None) -> str:
@@ -151,8 +149,7 @@ class SequenceTracker:
             return ''
         spacing = frame.stamp - last.stamp
         period = self.period_s
-        if spacing > 0:
-            self.spacings.append(spacing)
+        self.spacings.add(spacing)
         bridged = frame.travel is not None and last.travel is not None
         if bridged:
             self.step_places = (frame.travel - last.travel) / self.spacing_m

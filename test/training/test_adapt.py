@@ -1,0 +1,95 @@
+"""``vpr adapt`` on tiny teach bags made here: the loss falls, only adapters and heads move."""
+import dataclasses
+
+import pytest
+import torch
+
+from teach_bag import write_teach_bag
+from training.adapt import adapt, AdaptConfig, adapt_trainable
+from training.bag_places import MiningConfig, SessionSpec
+from training.config import AugmentConfig
+from vpr_core import cli
+from vpr_core.model.checkpoint import load_model, read_metadata, save_model
+from vpr_core.model.factory import build_model
+
+MINING = MiningConfig(positive_radius_m=1.0, negative_radius_m=3.0)
+
+
+@pytest.fixture
+def tiny_model(tmp_path, tiny_config):
+    torch.manual_seed(0)
+    path = tmp_path / 'base.safetensors'
+    save_model(build_model(tiny_config(bits=32)), path)
+    return path
+
+
+@pytest.fixture
+def teach_bags(tmp_path):
+    write_teach_bag(tmp_path / 'teach_a', storage='sqlite3')
+    write_teach_bag(tmp_path / 'teach_b', seed=1, pose_kind='pose_covariance', compressed=True)
+    return [SessionSpec(bag=str(tmp_path / n), image_topic='/camera/image',
+                        pose_topic='/odom') for n in ('teach_a', 'teach_b')]
+
+
+def test_adapting_on_bags_lowers_the_loss_and_keeps_the_backbone(
+        tmp_path, tiny_model, teach_bags):
+    cfg = AdaptConfig(mining=MINING, augment=AugmentConfig(kind='none'), places_per_batch=4,
+                      images_per_place=4, epochs=4, steps_per_epoch=3, lr=3e-3,
+                      freeze_bn_stats=False, device='cpu')
+    out = tmp_path / 'adapted.safetensors'
+    result = adapt(teach_bags, out, cfg, tiny_model, progress=False)
+    assert result.places == 12 and result.frames == 72 and result.steps == 12
+    assert result.epoch_losses[-1] < result.epoch_losses[0]
+    before, after = load_model(tiny_model), load_model(out)
+    assert after.fingerprint == result.fingerprint != result.base_fingerprint
+    moved = {n for n, p in after.state_dict().items()
+             if not torch.equal(p, before.state_dict()[n])}
+    trained = set(adapt_trainable(before))
+    assert moved and all(n in trained or n.endswith(('running_mean', 'running_var',
+                                                     'num_batches_tracked')) for n in moved)
+    assert not any(n.startswith(('backbone.blocks', 'backbone.patch_embed')) and
+                   'adapter' not in n for n in trained)
+    extra = read_metadata(out).extra['adapted']
+    assert extra['from_fingerprint'] == result.base_fingerprint
+    assert extra['places'] == 12 and len(extra['epoch_losses']) == 4
+
+
+def test_frozen_batchnorm_statistics_stay(tmp_path, tiny_model, teach_bags):
+    cfg = AdaptConfig(mining=MINING, places_per_batch=4, epochs=1, steps_per_epoch=1,
+                      device='cpu')
+    out = tmp_path / 'adapted.safetensors'
+    adapt(teach_bags[:1], out, cfg, tiny_model, progress=False)
+    before, after = load_model(tiny_model).state_dict(), load_model(out).state_dict()
+    assert all(torch.equal(before[n], after[n]) for n in before if 'running' in n)
+
+
+def test_vpr_adapt_command_on_an_unposed_folder(tmp_path, tiny_model, capsys):
+    import cv2
+    from teach_bag import place_image
+    folder = tmp_path / 'frames'
+    folder.mkdir()
+    for i in range(12):
+        cv2.imwrite(str(folder / f'{i:03d}.png'), place_image(i, i))
+    out = tmp_path / 'm2.safetensors'
+    code = cli.main(['adapt', '--model', str(tiny_model), '--images', str(folder), '--out',
+                     str(out), '--epochs', '1', '--set', 'steps_per_epoch=2', '--set',
+                     'places_per_batch=2', '--device', 'cpu', '--no-progress'],
+                    extra_modules=('training.commands',))
+    assert code == 0 and out.is_file()
+    printed = capsys.readouterr().out
+    assert '12 places from 12 frames' in printed and '--weights' in printed
+
+
+def test_vpr_adapt_rejects_a_bag_without_poses(tmp_path, tiny_model, capsys):
+    write_teach_bag(tmp_path / 'bag', poses=False)
+    code = cli.main(['adapt', '--model', str(tiny_model), '--bag', str(tmp_path / 'bag'),
+                     '--image-topic', '/camera/image', '--pose-topic', '/odom', '--out',
+                     str(tmp_path / 'm2.safetensors')], extra_modules=('training.commands',))
+    assert code == 2 and "no topic '/odom'" in capsys.readouterr().err
+    assert not (tmp_path / 'm2.safetensors').exists()
+
+
+def test_config_overrides_keep_the_adapt_defaults():
+    from vpr_core.config import load_config
+    cfg = load_config(AdaptConfig, None, ['augment.brightness=0.2'], base=AdaptConfig())
+    assert cfg.augment == dataclasses.replace(AdaptConfig().augment, brightness=0.2)

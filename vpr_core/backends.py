@@ -6,11 +6,16 @@ float32 in {-1, +1} (None without a hashing branch). Registered names:
 
 - ``torch``: the PyTorch module on CPU or CUDA (fp16 autocast on CUDA by default);
 - ``onnxruntime``: the model's ONNX graph (:mod:`vpr_core.model.export`) in an onnxruntime
-  session: CPU, or CUDA / TensorRT execution providers where the installed onnxruntime has
-  them. The graph is exported on first use into ``$VPR_CACHE/onnx`` (default
-  ``~/.cache/vpr_ros/onnx``), keyed by the model fingerprint and input size, written
-  atomically, and checked against the fingerprint whenever it is loaded;
-- ``tensorrt``: reserved for a native TensorRT engine; an error names what is missing;
+  session: CPU, or CUDA where the installed onnxruntime has that execution provider. The
+  graph is exported on first use into ``$VPR_CACHE/onnx`` (default ``~/.cache/vpr_ros/onnx``),
+  keyed by the model fingerprint and input size, written atomically, and checked against the
+  fingerprint whenever it is loaded;
+- ``tensorrt``: a TensorRT engine built from that ONNX graph on the GPU that runs it
+  (CUDA only; fp16 by default as torch): through the ``tensorrt`` Python package when
+  installed (engine cached next to the graph, keyed by fingerprint, GPU, TensorRT version,
+  precision and batch range: :mod:`vpr_core.trt_engine`), else through onnxruntime's
+  TensorRT execution provider (its engine cache in a folder named by the same key). Without
+  either, an error names what to install. Never run on a GPU yet (``docs/gpu.md``);
 - ``auto``: ``onnxruntime`` on CPU where it is installed (2.5-2.7x faster per frame than
   torch eager at batch 1 for the bundled model on the 2-core development CPU, preprocessing
   included, ``bench/backends.py``), ``torch`` on CUDA (fp16 autocast; not measured against
@@ -33,12 +38,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from vpr_core import trt_engine
 from vpr_core.devices import autocast, thread_count, use_fp16
 from vpr_core.errors import ConfigError
 from vpr_core.model.vpr_model import VPRModel
 
 LOG = logging.getLogger(__name__)
 BACKENDS = ('auto', 'torch', 'onnxruntime', 'tensorrt')
+TENSORRT_MAX_BATCH = 32     # an engine's largest batch; bigger batches run in chunks
 Outputs = tuple[np.ndarray | None, np.ndarray | None]
 
 
@@ -70,17 +77,60 @@ class TorchBackend:
         return floats, None if signs is None else signs.float().cpu().numpy()
 
 
+class TensorRTBackend:
+    """A TensorRT engine of the model's ONNX graph, run through the ``tensorrt`` package on
+    torch's current CUDA stream (inputs and outputs stay on the GPU until the copy back)."""
+
+    name = 'tensorrt'
+
+    def __init__(self, model: VPRModel, device: torch.device, fp16: bool, *,
+                 cache: str | os.PathLike | None = None,
+                 max_batch: int = TENSORRT_MAX_BATCH) -> None:
+        import tensorrt
+        self.device = device
+        self.fp16 = fp16
+        self.max_batch = max_batch
+        onnx_path = cached_onnx(model, cache=cache)
+        key = engine_key(model, gpu=gpu_name(device), tensorrt=tensorrt.__version__,
+                         fp16=fp16, max_batch=max_batch)
+        self.path = trt_engine.plan_path(onnx_path, key)
+        self._runtime = tensorrt.Runtime(tensorrt.Logger(tensorrt.Logger.WARNING))
+        with torch.cuda.device(device):
+            self.engine = trt_engine.load_or_build(
+                onnx_path, key, build=trt_engine.build_plan,
+                deserialize=self._runtime.deserialize_cuda_engine)
+            self.io = trt_engine.bind_io(self.engine, input_size=key.input_size,
+                                         out_dim=int(model.out_dim),
+                                         code_bits=int(model.code_bits))
+            self.context = self.engine.create_execution_context()
+        LOG.info('TensorRT %s engine (%s) on %s: %s', tensorrt.__version__, key.precision,
+                 key.gpu, self.path)
+
+    def run(self, batch: torch.Tensor) -> Outputs:
+        with torch.cuda.device(self.device):
+            stream = torch.cuda.current_stream(self.device)
+            image = batch.to(self.device)       # referenced until the stream is done
+            found = trt_engine.run_engine(self.context, self.io, image,
+                                          max_batch=self.max_batch, stream=stream.cuda_stream)
+            stream.synchronize()
+        return engine_outputs(found)
+
+
 class OnnxRuntimeBackend:
     """The model's ONNX graph in one onnxruntime session (threads: the process policy)."""
 
     name = 'onnxruntime'
 
     def __init__(self, model: VPRModel, device: torch.device, *,
-                 cache: str | os.PathLike | None = None) -> None:
+                 cache: str | os.PathLike | None = None, providers: list | None = None,
+                 name: str = 'onnxruntime', max_batch: int | None = None) -> None:
         import onnxruntime
+        self.name = name
         self.device = device
+        self.fp16 = False
+        self.max_batch = max_batch
         self.path = cached_onnx(model, cache=cache)
-        self.providers = _providers(onnxruntime.get_available_providers(), device)
+        self.providers = providers or _providers(onnxruntime.get_available_providers(), device)
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = thread_count()
         options.inter_op_num_threads = 1
@@ -96,8 +146,11 @@ class OnnxRuntimeBackend:
 
     def run(self, batch: torch.Tensor) -> Outputs:
         image = np.ascontiguousarray(batch.detach().to('cpu', torch.float32).numpy())
-        found = dict(zip(self.outputs, self.session.run(None, {'image': image})))
-        return found.get('descriptor'), found.get('code')
+        step = self.max_batch or max(1, len(image))
+        parts = [dict(zip(self.outputs, self.session.run(None, {'image': image[i:i + step]})))
+                 for i in range(0, len(image), step)]
+        return tuple(np.concatenate([part[name] for part in parts])
+                     if name in self.outputs else None for name in ('descriptor', 'code'))
 
 
 def create_backend(name: str, model: VPRModel, device: torch.device, *,
@@ -117,7 +170,7 @@ def create_backend(name: str, model: VPRModel, device: torch.device, *,
         if fp16:
             LOG.warning('fp16 is a torch/TensorRT setting; onnxruntime runs the float32 graph')
         return OnnxRuntimeBackend(model, device, cache=cache)
-    raise ConfigError(_tensorrt_message())
+    return create_tensorrt(model, device, fp16=fp16, cache=cache)
 
 
 def resolve_auto(device: torch.device) -> str:
@@ -145,24 +198,89 @@ def cached_onnx(model: VPRModel, *, cache: str | os.PathLike | None = None) -> P
     return path
 
 
-def _providers(available: list[str], device: torch.device) -> list[str]:
-    """Execution providers for ``device``: TensorRT and CUDA first on CUDA where present."""
+def create_tensorrt(model: VPRModel, device: torch.device, *, fp16: bool | None = None,
+                    cache: str | os.PathLike | None = None,
+                    max_batch: int = TENSORRT_MAX_BATCH) -> InferenceBackend:
+    """The ``tensorrt`` backend: the native engine where the ``tensorrt`` package is
+    installed, else onnxruntime's TensorRT execution provider; else a ConfigError."""
+    providers: list[str] = []
+    if importlib.util.find_spec('onnxruntime') is not None:
+        import onnxruntime
+        providers = onnxruntime.get_available_providers()
+    runtime = tensorrt_runtime(device, native=importlib.util.find_spec('tensorrt') is not None,
+                               ort_providers=providers)
+    fp16 = use_fp16(device, fp16)
+    if runtime == 'native':
+        return TensorRTBackend(model, device, fp16, cache=cache, max_batch=max_batch)
+    return _ort_tensorrt(model, device, fp16, cache, max_batch)
+
+
+def _ort_tensorrt(model: VPRModel, device: torch.device, fp16: bool,
+                  cache: str | os.PathLike | None, max_batch: int) -> OnnxRuntimeBackend:
+    """onnxruntime's TensorRT provider, its engine cache in a folder named by the key."""
+    import onnxruntime
+    key = engine_key(model, gpu=gpu_name(device), fp16=fp16, max_batch=max_batch,
+                     tensorrt=f'onnxruntime {onnxruntime.__version__}')
+    onnx_path = cached_onnx(model, cache=cache)
+    folder = onnx_path.with_name(f'{onnx_path.stem}-ort-trt-{key.digest()}')
+    folder.mkdir(parents=True, exist_ok=True)
+    options = trt_engine.ort_options(key, folder, device.index or 0)
+    providers = trt_engine.ort_providers(onnxruntime.get_available_providers(), options)
+    backend = OnnxRuntimeBackend(model, device, cache=cache, name='tensorrt',
+                                 max_batch=max_batch, providers=providers)
+    trt_engine.require_ort_provider(backend.session.get_providers())
+    backend.fp16 = fp16
+    return backend
+
+
+def tensorrt_runtime(device: torch.device, *, native: bool, ort_providers: list[str]) -> str:
+    """Which runtime serves ``tensorrt``: ``native`` (the tensorrt package, preferred) or
+    ``onnxruntime`` (its TensorRT execution provider). Neither, or a device that is not
+    CUDA: a ConfigError that says what to install or change."""
+    if not native and trt_engine.ORT_PROVIDER not in ort_providers:
+        raise ConfigError(trt_engine.MISSING)
+    if device.type != 'cuda':
+        raise ConfigError(f"backend 'tensorrt' runs on a CUDA GPU; device is {device} "
+                          "(use device cuda, or backend onnxruntime / torch on the CPU)")
+    return 'native' if native else 'onnxruntime'
+
+
+def engine_key(model: VPRModel, *, gpu: str, tensorrt: str, fp16: bool,
+               max_batch: int) -> trt_engine.EngineKey:
+    """The :class:`~vpr_core.trt_engine.EngineKey` of ``model`` on ``gpu``."""
+    from vpr_core.model.checkpoint import model_fingerprint
+    if max_batch < 1:
+        raise ConfigError(f'a TensorRT engine needs max_batch >= 1, got {max_batch}')
+    fingerprint = getattr(model, 'fingerprint', None) or model_fingerprint(model)
+    return trt_engine.EngineKey(fingerprint=fingerprint,
+                                input_size=tuple(model.config.preprocess.test_size),
+                                gpu=gpu, tensorrt=tensorrt,
+                                precision='fp16' if fp16 else 'fp32', max_batch=int(max_batch))
+
+
+def gpu_name(device: torch.device) -> str:
+    """The GPU's name and compute capability, e.g. ``NVIDIA H100 PCIe sm_90``."""
+    major, minor = torch.cuda.get_device_capability(device)
+    return f'{torch.cuda.get_device_name(device)} sm_{major}{minor}'
+
+
+def engine_outputs(found: dict[str, torch.Tensor]) -> Outputs:
+    """An engine's output tensors -> (unit float32 descriptors, float32 signs) on the host."""
+    floats, signs = found.get('descriptor'), found.get('code')
+    return (None if floats is None else F.normalize(floats.float(), dim=-1).cpu().numpy(),
+            None if signs is None else signs.float().cpu().numpy())
+
+
+def _providers(available: list[str], device: torch.device) -> list:
+    """Execution providers of the ``onnxruntime`` backend: CUDA then CPU on a CUDA device.
+
+    Never TensorRT: its engine build takes minutes at every session start without a cache;
+    the ``tensorrt`` backend sets one up (:func:`create_tensorrt`).
+    """
     if device.type != 'cuda':
         return ['CPUExecutionProvider']
-    wanted = [p for p in ('TensorrtExecutionProvider', 'CUDAExecutionProvider')
-              if p in available]
-    if not wanted:
+    if 'CUDAExecutionProvider' not in available:
         raise ConfigError('device cuda with backend onnxruntime needs an onnxruntime build '
                           'with the CUDA execution provider (pip install onnxruntime-gpu); '
                           f'this one has {", ".join(available)}')
-    return wanted + ['CPUExecutionProvider']
-
-
-def _tensorrt_message() -> str:
-    if importlib.util.find_spec('tensorrt') is None:
-        return ("backend 'tensorrt' is not available on this machine (no tensorrt package); "
-                "use backend 'onnxruntime' with onnxruntime-gpu, whose TensorRT execution "
-                "provider builds the engine, or build one with trtexec (vpr export-onnx)")
-    return ("backend 'tensorrt' (a native engine) is not implemented; use backend "
-            "'onnxruntime' with onnxruntime-gpu, whose TensorRT execution provider is used "
-            'when installed')
+    return [('CUDAExecutionProvider', {'device_id': device.index or 0}), 'CPUExecutionProvider']

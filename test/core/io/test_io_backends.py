@@ -1,6 +1,5 @@
 """Inference backends: onnxruntime against torch (tiny models and the bundled model on real
 images), the fingerprint-keyed ONNX cache, the selection setting and its errors."""
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -113,19 +112,17 @@ def test_auto_picks_onnxruntime_on_cpu_and_torch_on_cuda(tmp_path):
 def test_unknown_and_unavailable_backends_say_what_to_do():
     with pytest.raises(ConfigError, match='valid: auto, torch, onnxruntime, tensorrt'):
         Extractor(tiny_model('float'), device='cpu', backend='openvino')
-    if importlib.util.find_spec('tensorrt') is None:
-        with pytest.raises(ConfigError, match='not available on this machine'):
-            Extractor(tiny_model('float'), device='cpu', backend='tensorrt')
 
 
-def test_cuda_execution_providers_are_ordered_and_required():
-    cuda, cpu = torch.device('cuda'), torch.device('cpu')
+def test_onnxruntime_on_cuda_asks_for_the_cuda_provider_only():
+    """TensorRT is the ``tensorrt`` backend's (engine cache, profile): never picked here."""
+    cuda, cpu = torch.device('cuda', 1), torch.device('cpu')
     every = ['TensorrtExecutionProvider', 'CUDAExecutionProvider', 'CPUExecutionProvider']
-    assert backends._providers(every, cuda) == every
-    assert backends._providers(every[1:], cuda) == every[1:]
+    assert backends._providers(every, cuda) == [('CUDAExecutionProvider', {'device_id': 1}),
+                                                'CPUExecutionProvider']
     assert backends._providers(every, cpu) == ['CPUExecutionProvider']
     with pytest.raises(ConfigError, match='onnxruntime-gpu'):
-        backends._providers(['CPUExecutionProvider'], cuda)
+        backends._providers(['TensorrtExecutionProvider', 'CPUExecutionProvider'], cuda)
 
 
 @pytest.mark.gpu

@@ -78,8 +78,8 @@ class TorchBackend:
 
 
 class TensorRTBackend:
-    """A TensorRT engine of the model's ONNX graph, run through the ``tensorrt`` package on
-    torch's current CUDA stream (inputs and outputs stay on the GPU until the copy back)."""
+    """A TensorRT engine of the model's ONNX graph, run through the ``tensorrt`` package on a
+    CUDA stream of its own, in torch-allocated buffers (no pycuda)."""
 
     name = 'tensorrt'
 
@@ -103,16 +103,19 @@ class TensorRTBackend:
                                          out_dim=int(model.out_dim),
                                          code_bits=int(model.code_bits))
             self.context = self.engine.create_execution_context()
+            self.stream = torch.cuda.Stream(device)
         LOG.info('TensorRT %s engine (%s) on %s: %s', tensorrt.__version__, key.precision,
                  key.gpu, self.path)
 
     def run(self, batch: torch.Tensor) -> Outputs:
-        with torch.cuda.device(self.device):
-            stream = torch.cuda.current_stream(self.device)
+        # its own stream: TensorRT syncs extra around the legacy default stream; the copy
+        # in, the engine and the outputs are all ordered on it
+        with torch.cuda.device(self.device), torch.cuda.stream(self.stream):
             image = batch.to(self.device)       # referenced until the stream is done
             found = trt_engine.run_engine(self.context, self.io, image,
-                                          max_batch=self.max_batch, stream=stream.cuda_stream)
-            stream.synchronize()
+                                          max_batch=self.max_batch,
+                                          stream=self.stream.cuda_stream)
+            self.stream.synchronize()
         return engine_outputs(found)
 
 

@@ -1,0 +1,34 @@
+"""Geometric verification of place matches and their relative pose (no ROS imports).
+
+- :mod:`~vpr_core.geometry.config`: :class:`VerifyConfig` and the verification reasons
+  (cheap: no OpenCV behind it, so loop and node configs can import it);
+- :mod:`~vpr_core.geometry.camera`: :class:`CameraModel` (pinhole + plumb_bob);
+- :mod:`~vpr_core.geometry.features`: :class:`LocalFeatures`, :func:`extract_features`
+  (OpenCV ORB or SIFT);
+- :mod:`~vpr_core.geometry.verification`: :func:`verify` -> :class:`Verification` with a
+  :class:`~vpr_core.geometry.pose.RelativePose`.
+
+Frames follow REP-103's optical convention (z forward, x right, y down); see docs/geometry.md.
+Names resolve lazily so that importing this package does not load OpenCV.
+"""
+from importlib import import_module
+
+_EXPORTS = {
+    'VerifyConfig': 'vpr_core.geometry.config',
+    'REASONS': 'vpr_core.geometry.config',
+    'CameraModel': 'vpr_core.geometry.camera',
+    'LocalFeatures': 'vpr_core.geometry.features',
+    'extract_features': 'vpr_core.geometry.features',
+    'RelativePose': 'vpr_core.geometry.pose',
+    'Verification': 'vpr_core.geometry.verification',
+    'verify': 'vpr_core.geometry.verification',
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f'module vpr_core.geometry has no attribute {name!r}')
+    return getattr(import_module(module), name)

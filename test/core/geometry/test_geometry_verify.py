@@ -235,3 +235,17 @@ def test_all_invalid_depth_falls_back_to_two_views(rtabmap_frame, camera):
     result = verify(extract_features(query, CONFIG), extract_features(image, CONFIG), CONFIG,
                     camera=camera, candidate_depth=np.full((384, 512), np.nan, np.float32))
     assert result.accepted and not result.pose.metric and result.pose.model == 'rotation'
+
+
+def test_verification_is_deterministic(rtabmap_frame):
+    """The node and `vpr loops` must find the same loops: no dependence on global RNG state."""
+    import cv2
+    query, candidate = (extract_features(rtabmap_frame(k), CONFIG) for k in (45, 5))
+    first = verify(query, candidate, CONFIG)
+    cv2.setRNGSeed(12345)
+    np.random.seed(7)
+    second = verify(query, candidate, CONFIG)
+    assert (first.inliers, first.matches, first.reason) == (second.inliers, second.matches,
+                                                            second.reason)
+    assert np.array_equal(first.pose.rotation, second.pose.rotation)
+    assert np.array_equal(first.pose.covariance, second.pose.covariance)

@@ -1,7 +1,9 @@
-"""ROS messages <-> numpy arrays: camera images in, poses, candidates and loop closures out.
+"""ROS messages <-> numpy arrays: camera images, camera_info and depth in, poses, candidates
+and loop closures out.
 
 Only standard messages. Image payloads are decoded by :mod:`vpr_core.image` (one decoder for
-the node and the bag tools); PointCloud2 is packed with numpy (no sensor_msgs_py).
+the node and the bag tools); depth images and CameraInfo are read with numpy; PointCloud2 is
+packed with numpy (no sensor_msgs_py).
 """
 from __future__ import annotations
 
@@ -10,10 +12,11 @@ from typing import Any
 from builtin_interfaces.msg import Time
 from geometry_msgs.msg import Pose, PoseArray, PoseWithCovarianceStamped
 import numpy as np
-from sensor_msgs.msg import CompressedImage, PointCloud2, PointField
+from sensor_msgs.msg import CameraInfo, CompressedImage, PointCloud2, PointField
 from std_msgs.msg import Float64MultiArray, Header, MultiArrayDimension
 
-from vpr_core.errors import UnsupportedImageError
+from vpr_core.errors import ConfigError, UnsupportedImageError
+from vpr_core.geometry.camera import CameraModel
 from vpr_core.image import (compressed_size, decode_compressed, decode_raw,
                             DEFAULT_MAX_IMAGE_PIXELS, SUPPORTED_ENCODINGS)
 
@@ -28,8 +31,18 @@ CLOUD_DTYPE = np.dtype({
     'offsets': [0, 4, 8, 12, 16, 20],
     'itemsize': 24,
 })
+# SLAM mode's ~/candidates_cloud: the ranked candidate keyframes of an accepted loop (rank 0
+# is the match) with their database row, exact header stamp and session
+LOOP_CLOUD_DTYPE = np.dtype({
+    'names': ['x', 'y', 'z', 'score', 'place_id', 'rank', 'camera', 'keyframe', 'stamp_sec',
+              'stamp_nanosec', 'previous_session'],
+    'formats': ['<f4', '<f4', '<f4', '<f4', '<u4', '<u2', '<u4', '<u4', '<i4', '<u4', '<u1'],
+    'offsets': [0, 4, 8, 12, 16, 20, 24, 28, 32, 36, 40],
+    'itemsize': 44,
+})
 _POINT_FIELD_TYPES = {np.dtype('<f4'): PointField.FLOAT32, np.dtype('<u4'): PointField.UINT32,
-                      np.dtype('<u2'): PointField.UINT16}
+                      np.dtype('<u2'): PointField.UINT16, np.dtype('<i4'): PointField.INT32,
+                      np.dtype('<u1'): PointField.UINT8}
 _NUMPY_TYPES = {PointField.INT8: 'i1', PointField.UINT8: 'u1', PointField.INT16: 'i2',
                 PointField.UINT16: 'u2', PointField.INT32: 'i4', PointField.UINT32: 'u4',
                 PointField.FLOAT32: 'f4', PointField.FLOAT64: 'f8'}
@@ -162,13 +175,21 @@ def candidates_cloud(stamp: Time, frame_id: str, positions: np.ndarray, scores: 
     points['score'] = np.asarray(scores, dtype=np.float32)
     points['place_id'] = np.asarray(place_ids, dtype=np.uint32)
     points['rank'] = np.asarray(ranks, dtype=np.uint16)
-    fields = [PointField(name=name, offset=CLOUD_DTYPE.fields[name][1],
-                         datatype=_POINT_FIELD_TYPES[CLOUD_DTYPE.fields[name][0]], count=1)
-              for name in CLOUD_DTYPE.names]
-    return PointCloud2(header=header(stamp, frame_id), height=1, width=count, fields=fields,
-                       is_bigendian=False, point_step=CLOUD_DTYPE.itemsize,
-                       row_step=CLOUD_DTYPE.itemsize * count, data=points.tobytes(),
-                       is_dense=True)
+    return pack_cloud(stamp, frame_id, points)
+
+
+def pack_cloud(stamp: Time, frame_id: str, points: np.ndarray) -> PointCloud2:
+    """A structured array [N] (little-endian numeric fields) -> ``PointCloud2`` (1 x N);
+    ``is_dense`` is False when a position is not finite."""
+    dtype = points.dtype
+    fields = [PointField(name=name, offset=dtype.fields[name][1],
+                         datatype=_POINT_FIELD_TYPES[dtype.fields[name][0]], count=1)
+              for name in dtype.names]
+    dense = all(np.all(np.isfinite(points[axis])) for axis in ('x', 'y', 'z'))
+    return PointCloud2(header=header(stamp, frame_id), height=1, width=len(points),
+                       fields=fields, is_bigendian=False, point_step=dtype.itemsize,
+                       row_step=dtype.itemsize * len(points), data=points.tobytes(),
+                       is_dense=bool(dense))
 
 
 def cloud_to_array(cloud: PointCloud2) -> np.ndarray:
@@ -183,8 +204,63 @@ def cloud_to_array(cloud: PointCloud2) -> np.ndarray:
     return np.frombuffer(bytes(cloud.data), dtype=dtype, count=cloud.width * cloud.height)
 
 
-def loop_closure_message(t_query_s: float, t_match_s: float) -> Float64MultiArray:
-    """``[t_query, t_match]`` in seconds: the LIO-SAM ``loop_closure_detection`` contract."""
+def loop_closure_message(t_query_s: float, t_match_s: float,
+                         label: str = 't_query_t_match') -> Float64MultiArray:
+    """``[t_query, t_match]`` in seconds: the LIO-SAM ``loop_closure_detection`` contract
+    (``[t_cur, t_prev]``; LIO-SAM ignores a message without exactly two elements)."""
     message = Float64MultiArray(data=[float(t_query_s), float(t_match_s)])
-    message.layout.dim = [MultiArrayDimension(label='t_query_t_match', size=2, stride=2)]
+    message.layout.dim = [MultiArrayDimension(label=label, size=2, stride=2)]
     return message
+
+
+# sensor_msgs/CameraInfo distortion models whose ``d`` OpenCV reads as given
+_OPENCV_DISTORTION = ('plumb_bob', 'rational_polynomial', '')
+# REP-118 depth encodings: 16-bit millimetres, 32-bit float metres
+_DEPTH_TYPES = {'16UC1': np.uint16, 'mono16': np.uint16, '32FC1': np.float32}
+
+
+def camera_model(message: CameraInfo) -> CameraModel:
+    """``sensor_msgs/CameraInfo`` -> CameraModel for its (binned) image size.
+
+    ``k`` gives the intrinsics, ``d`` the distortion (plumb_bob / rational_polynomial;
+    another model, e.g. equidistant, is refused); binning divides the intrinsics; a region of
+    interest is not supported (its offset is ignored). Raises ConfigError for an
+    uncalibrated camera (``k`` all zero) or values CameraModel refuses.
+    """
+    k = np.asarray(message.k, dtype=np.float64).reshape(3, 3)
+    if not np.any(k):
+        raise ConfigError('camera_info is uncalibrated (k is all zero)')
+    model = str(message.distortion_model)
+    if model not in _OPENCV_DISTORTION:
+        raise ConfigError(f"camera_info distortion model '{model}' is not supported "
+                          f"(plumb_bob, rational_polynomial; or rectified images)")
+    distortion = tuple(float(v) for v in message.d)
+    if distortion and not any(distortion):
+        distortion = ()
+    camera = CameraModel.from_matrix(k, int(message.width), int(message.height), distortion)
+    binning_x, binning_y = max(1, int(message.binning_x)), max(1, int(message.binning_y))
+    if binning_x > 1 or binning_y > 1:
+        camera = camera.scaled(camera.width // binning_x, camera.height // binning_y)
+    return camera
+
+
+def depth_to_array(message: Any, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
+    """A depth ``sensor_msgs/Image`` -> [H, W] uint16 (millimetres: 16UC1, mono16) or
+    float32 (metres: 32FC1), as REP-118 defines them. Raises UnsupportedImageError for
+    another encoding, a wrong data length or too many pixels."""
+    dtype = _DEPTH_TYPES.get(message.encoding)
+    if dtype is None:
+        raise UnsupportedImageError(f"unsupported depth encoding '{message.encoding}' "
+                                    f"(supported: {', '.join(_DEPTH_TYPES)})")
+    height, width, step = int(message.height), int(message.width), int(message.step)
+    if height <= 0 or width <= 0 or height * width > max_pixels:
+        raise UnsupportedImageError(f'depth image of {width}x{height} pixels refused')
+    itemsize = np.dtype(dtype).itemsize
+    buffer = np.frombuffer(bytes(message.data), dtype=np.uint8)
+    if step < width * itemsize or buffer.size != step * height:
+        raise UnsupportedImageError(
+            f'depth image data has {buffer.size} bytes, expected step x height = '
+            f'{step} x {height} with step >= {width * itemsize}')
+    order = '>' if message.is_bigendian else '<'
+    rows = np.ascontiguousarray(buffer.reshape(height, step)[:, :width * itemsize])
+    return rows.view(np.dtype(dtype).newbyteorder(order)).reshape(height, width).astype(dtype)

@@ -1,8 +1,9 @@
-"""RViz markers for the candidates of one query: spheres coloured by score, rank labels and
-an arrow on the accepted pose."""
+"""RViz markers for the candidates of one query (spheres coloured by score, rank labels and
+an arrow on the accepted pose) and, in SLAM mode, the loop edges of the session."""
 from __future__ import annotations
 
 from builtin_interfaces.msg import Duration, Time
+from geometry_msgs.msg import Point
 import numpy as np
 from std_msgs.msg import ColorRGBA
 from visualization_msgs.msg import Marker, MarkerArray
@@ -10,6 +11,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 from vpr_ros.conversions import header, pose_message
 
 NAMESPACE = 'vpr_candidates'
+LOOP_NAMESPACE = 'vpr_loops'
 
 
 def candidate_markers(stamp: Time, frame_id: str, poses: np.ndarray, scores: np.ndarray,
@@ -58,3 +60,17 @@ def _label(stamp: Time, frame_id: str, rank: int, pose: np.ndarray, score: float
     label.color = ColorRGBA(r=1.0, g=1.0, b=1.0, a=1.0)
     label.text = f'#{rank + 1} {score:.2f}'
     return label
+
+
+def loop_edge_markers(stamp: Time, frame_id: str, edges: np.ndarray,
+                      scale_m: float = 1.0) -> MarkerArray:
+    """One LINE_LIST (namespace ``vpr_loops``, id 0, replaced on every call) joining the two
+    keyframe positions of every loop edge so far: ``edges`` [E, 2, 3]."""
+    marker = _marker(stamp, frame_id, 0, Marker.LINE_LIST,
+                     np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]))
+    marker.ns = LOOP_NAMESPACE
+    marker.scale.x = 0.1 * scale_m
+    marker.color = ColorRGBA(r=1.0, g=0.2, b=0.8, a=1.0)
+    marker.points = [Point(x=float(x), y=float(y), z=float(z))
+                     for x, y, z in np.asarray(edges, dtype=np.float64).reshape(-1, 3)]
+    return MarkerArray(markers=[marker])

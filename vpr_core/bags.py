@@ -27,6 +27,7 @@ IMAGE_TYPES = ('sensor_msgs/msg/Image', 'sensor_msgs/msg/CompressedImage')
 POSE_TYPES = ('nav_msgs/msg/Odometry', 'geometry_msgs/msg/PoseStamped',
               'geometry_msgs/msg/PoseWithCovarianceStamped', 'sensor_msgs/msg/NavSatFix')
 STORAGES = ('sqlite3', 'mcap')
+CAMERA_INFO_TYPE = 'sensor_msgs/msg/CameraInfo'
 
 
 @dataclass(frozen=True)
@@ -208,6 +209,31 @@ def _fix_track(rows, frame_id: str, msgtype: str, skipped: int) -> PoseTrack:
     return PoseTrack(stamps, positions, orientations, 'enu', msgtype, 'track', origin, skipped)
 
 
+@dataclass(frozen=True)
+class CameraInfoRecord:
+    """Intrinsics of a ``sensor_msgs/CameraInfo``: ``k`` (9, row-major), ``d`` and the size."""
+
+    k: tuple[float, ...]
+    d: tuple[float, ...]
+    width: int
+    height: int
+
+
+def read_camera_info(path: str | Path, topic: str) -> CameraInfoRecord:
+    """The first CameraInfo message of ``topic`` (a camera's intrinsics do not change)."""
+    reader = _open(path)
+    try:
+        connections = _connections(reader, path, topic, (CAMERA_INFO_TYPE,))
+        for c, _, raw in reader.messages(connections=connections):
+            msg = reader.deserialize(raw, c.msgtype)
+            return CameraInfoRecord(tuple(float(v) for v in msg.k),
+                                    tuple(float(v) for v in msg.d), int(msg.width),
+                                    int(msg.height))
+    finally:
+        reader.close()
+    raise BagError(f"topic '{topic}' in {path} has no CameraInfo message")
+
+
 class BagWriter:
     """Write a rosbag2 (``storage`` sqlite3 or mcap) of images, poses and fixes.
 
@@ -285,6 +311,21 @@ class BagWriter:
         msg = types['sensor_msgs/msg/NavSatFix'](
             self._header(stamp_ns, frame_id), types['sensor_msgs/msg/NavSatStatus'](status, 1),
             latitude, longitude, altitude, np.zeros(9), 0)
+        self._write(topic, msg, stamp_ns)
+
+    def add_camera_info(self, topic: str, stamp_ns: int, k: Sequence[float], width: int,
+                        height: int, d: Sequence[float] = (), *,
+                        frame_id: str = 'camera') -> None:
+        """A ``sensor_msgs/CameraInfo`` with camera matrix ``k`` (9 numbers), plumb_bob ``d``."""
+        types = self._store.types
+        k = np.asarray(k, dtype=np.float64).reshape(9)
+        projection = np.zeros((3, 4))
+        projection[:, :3] = k.reshape(3, 3)
+        roi = types['sensor_msgs/msg/RegionOfInterest'](0, 0, 0, 0, False)
+        msg = types[CAMERA_INFO_TYPE](
+            self._header(stamp_ns, frame_id), int(height), int(width), 'plumb_bob',
+            np.asarray(d, dtype=np.float64), k, np.eye(3).reshape(-1), projection.reshape(-1),
+            0, 0, roi)
         self._write(topic, msg, stamp_ns)
 
     def _header(self, stamp_ns: int, frame_id: str):

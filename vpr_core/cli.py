@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     'vpr_core.model.commands',
     'vpr_core.mapdb.commands',
     'vpr_core.evaluation.bag_commands',
+    'vpr_core.loops.commands',
 )
 
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,9 +34,11 @@ import numpy as np
 from vpr_core.errors import IncompatibleMapError, MapError
 from vpr_core.geometry.camera import CameraModel
 from vpr_core.geometry.features import extract_features, LocalFeatures
+from vpr_core.geometry.verification import verify
 from vpr_core.loops.config import LoopConfig
 from vpr_core.loops.consistency import ConsistencyFilter
 from vpr_core.loops.features import load_features, save_features
+from vpr_core.loops.result import LoopClosure, LoopResult, REASONS  # noqa: F401 (re-exported)
 from vpr_core.loops.store import KeyframeStore
 from vpr_core.mapdb.builder import BuildConfig
 from vpr_core.mapdb.database import MapDatabase
@@ -49,46 +50,6 @@ from vpr_core.mapdb.recorder import MapRecorder
 logger = logging.getLogger(__name__)
 
 STEPPED_ASIDE = ('too_small', 'off')      # verification reasons that neither confirm nor reject
-REASONS = ('loop', 'not_keyframe', 'too_recent', 'low_score', 'inconsistent')
-
-
-@dataclass(frozen=True)
-class LoopClosure:
-    """An accepted loop: keyframe ``query_index`` (this session) shows the place of keyframe
-    ``match_index`` (indices into the detector's database, previous sessions first).
-
-    ``match_session``: map id of the previous session holding the match ('' = this one);
-    ``verification``: the geometric outcome (``accepted`` False with reason ``too_small`` or
-    ``off`` for a loop accepted unverified); ``candidates``: the rows considered, best first.
-    """
-
-    query_index: int
-    match_index: int
-    query_stamp_ns: int
-    match_stamp_ns: int
-    match_session: str
-    place_id: int
-    score: float
-    verification: object
-    candidates: list[int]
-
-    @property
-    def verified(self) -> bool:
-        """True when local features confirmed the loop (it then has a relative pose)."""
-        return bool(self.verification.accepted)
-
-
-@dataclass(frozen=True)
-class LoopResult:
-    """What one frame gave: ``reason`` is 'loop' or why not (``REASONS`` or a verification
-    reason); ``events``: 'clock_jump_back', 'invalid_odometry'."""
-
-    stamp_ns: int
-    keyframe: bool
-    keyframe_index: int | None
-    loop: LoopClosure | None
-    reason: str
-    events: tuple[str, ...] = ()
 
 
 class LoopDetector:
@@ -248,7 +209,6 @@ class LoopDetector:
         cannot judge is accepted unverified only as the best match of a run of
         ``unverified_consistency`` keyframes whose best matches (above
         ``unverified_min_score``) agree."""
-        from vpr_core.geometry import verify
         config = self.config
         runs_any, runs_top = runs
         consistent = [(int(r), float(s)) for r, s in zip(rows, scores)

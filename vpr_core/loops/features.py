@@ -116,9 +116,12 @@ def _read(map_dir: Path, map_id: str, count: int) -> list[LocalFeatures | None]:
                            f'{count}): stale')
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise MapError(f'{path} cannot be read: {exc}') from exc
-    arrays = {name: storage.read_array(map_dir, f'local_features_{name}.npy',
-                                       files.get(f'local_features_{name}.npy'), verify='full')
-              for name in _ARRAYS}
+    arrays = {}
+    for name in _ARRAYS:
+        filename = f'local_features_{name}.npy'
+        if not isinstance(files.get(filename), dict):
+            raise MapError(f'{path} does not describe {filename}')
+        arrays[name] = storage.read_array(map_dir, filename, files[filename], verify='full')
     features = unpack_features(arrays)
     if len(features) != count:
         raise MapError(f'stored local features hold {len(features)} keyframes, not {count}')

@@ -121,3 +121,24 @@ def test_bad_override_names_the_closest_key(rtabmap, tmp_path, capsys):
     assert _run('--images', rtabmap / 'samples', '--out', tmp_path / 'out',
                 '--set', 'min_scor=0.3') == 2
     assert "did you mean 'min_score'" in capsys.readouterr().err
+
+
+def test_second_session_from_the_command_line(rtabmap, tmp_path):
+    """--save-map then --previous: the second pass's loops to the first are written as
+    -1 - row of the previous map."""
+    first, second = tmp_path / 'first', tmp_path / 'second'
+    for folder, numbers in ((first, range(1, 41)), (second, range(41, 81))):
+        folder.mkdir()
+        for n in numbers:
+            shutil.copy(rtabmap / 'samples' / f'{n}.jpg', folder / f'{n}.jpg')
+    assert _run('--images', first, '--out', tmp_path / 'out1', '--save-map',
+                tmp_path / 'map1') == 0
+    assert _run('--images', second, '--out', tmp_path / 'out2', '--previous',
+                tmp_path / 'map1') == 0
+    rows = _rows(tmp_path / 'out2')
+    previous = [r for r in rows if int(r['match']) < 0]
+    assert len(previous) >= 20 and all(r['verified'] == '1' for r in previous)
+    # second-pass frame k (stream index k - 41 here) shows first-pass frames k-42..k-38
+    close = [abs((int(r['query']) + 41 - 40) - (-1 - int(r['match']) + 1)) <= 2
+             for r in previous]
+    assert sum(close) >= 0.9 * len(previous)

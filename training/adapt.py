@@ -12,6 +12,7 @@ atomically with its own fingerprint; rebuild the map with it (``vpr build-map --
 """
 from __future__ import annotations
 
+import copy
 import logging
 import re
 import time
@@ -21,14 +22,14 @@ from typing import Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from training.augment import TrainTransform
+from training.augment import ConditionConfig, TrainTransform
 from training.bag_places import (mine_places, MinedPlaces, MiningConfig, read_session,
                                  SessionSpec, SpacedBatchSampler)
 from training.config import AugmentConfig, LossConfig
-from training.loop import train_step
 from training.losses import HashingLoss, MultiSimilarity
 from training.sampler import collate_places, PlaceImages
 from training.stage import train_mode
@@ -45,20 +46,25 @@ ADAPTER_PARAMS = re.compile(r'backbone\.(adapters(_hashing)?\.|blocks\.\d+\.adap
 
 @dataclass(frozen=True)
 class AdaptConfig:
-    """One adaptation run. ``trainable``: regular expressions over parameter names (empty:
-    adapters and heads). ``freeze_bn_stats``: every BatchNorm keeps the statistics it was
-    trained with (the adapters' too). ``time_limit_min``: stop after this many minutes."""
+    """One adaptation run: ``epochs`` passes over the places, and at least ``min_steps``
+    steps (a short teach run is passed over more often). ``trainable``: regular expressions
+    over parameter names (empty: adapters and heads). ``distill_weight``: how strongly the
+    descriptors stay those of the original model (see :class:`AdaptCriterion`).
+    ``freeze_bn_stats``: every BatchNorm keeps the statistics it was trained with (the
+    adapters' too). ``time_limit_min``: stop after this many minutes."""
 
     mining: MiningConfig = field(default_factory=MiningConfig)
     augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(
         kind='photometric', brightness=0.5, contrast=0.5, shift=0.05))
+    condition: ConditionConfig = field(default_factory=ConditionConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     places_per_batch: int = 16
     images_per_place: int = 4
     epochs: int = 3
-    steps_per_epoch: int | None = None
+    min_steps: int = 150
     lr: float = 1e-4
     hash_weight: float = 1.0
+    distill_weight: float = 0.0
     trainable: tuple[str, ...] = ()
     freeze_bn_stats: bool = True
     grad_clip: float | None = 1.0
@@ -69,7 +75,8 @@ class AdaptConfig:
 
 @dataclass(frozen=True)
 class AdaptResult:
-    """What a run did: mean loss per epoch, places, frames, wall and CPU seconds."""
+    """What a run did: mean loss per pass over the places, places, frames, steps, wall and
+    CPU seconds."""
 
     path: Path
     fingerprint: str
@@ -83,24 +90,34 @@ class AdaptResult:
 
 
 class AdaptCriterion:
-    """MS loss on the served float descriptor + ``hash_weight`` x hashing loss on (z, b)."""
+    """MS loss on the served float descriptor + ``hash_weight`` x hashing loss on (z, b)
+    + ``distill_weight`` x mean (1 - cosine) between the adapted and the original model's
+    float descriptor and code z on the same images (what the model knew is kept)."""
 
     def __init__(self, outputs: str, cfg: AdaptConfig) -> None:
         common = dict(alpha=cfg.loss.alpha, beta=cfg.loss.beta, base=cfg.loss.base,
                       epsilon=cfg.loss.epsilon, normalize=cfg.loss.normalize)
         self.outputs, self.hash_weight = outputs, cfg.hash_weight
+        self.distill_weight = cfg.distill_weight
         self.float_loss = MultiSimilarity(**common)
         self.hash_loss = HashingLoss(weight=cfg.loss.hash_weight, **common)
 
-    def __call__(self, outputs, labels: torch.Tensor, masks=None, predicted=None
-                 ) -> torch.Tensor:
+    def __call__(self, outputs, labels: torch.Tensor, original=None) -> torch.Tensor:
+        """``outputs`` of the model (x_g | (z, b) | (z, b, x_g)), place ``labels`` [B],
+        ``original``: the original model's outputs on the same batch (or None)."""
         if self.outputs == 'float':
-            return self.float_loss(outputs, labels)
-        z, b = outputs[0], outputs[1]
-        hashed = self.hash_loss(z, b, labels)
-        if self.outputs == 'hash':
-            return hashed
-        return self.float_loss(outputs[2], labels) + self.hash_weight * hashed
+            loss = self.float_loss(outputs, labels)
+        else:
+            loss = self.hash_loss(outputs[0], outputs[1], labels)
+            if self.outputs == 'two_branch':
+                loss = self.float_loss(outputs[2], labels) + self.hash_weight * loss
+        if original is None or not self.distill_weight:
+            return loss
+        pairs = [(outputs, original)] if self.outputs == 'float' else \
+            [(outputs[0], original[0])] + ([(outputs[2], original[2])]
+                                           if self.outputs == 'two_branch' else [])
+        drift = sum((1.0 - F.cosine_similarity(new, old, dim=1)).mean() for new, old in pairs)
+        return loss + self.distill_weight * drift / len(pairs)
 
 
 def adapt_trainable(model: VPRModel, patterns: Sequence[str] = ()) -> list[str]:
@@ -136,37 +153,29 @@ def adapt(sessions: Sequence[SessionSpec], out: str | Path, cfg: AdaptConfig = A
     mined = mine_places([read_session(s, size) for s in sessions], cfg.mining)
     adapt_trainable(model, cfg.trainable)
     loader = _loader(model, mined, cfg)
-    steps = cfg.steps_per_epoch or len(loader.batch_sampler)
+    total = max(cfg.epochs * len(loader.batch_sampler), cfg.min_steps)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=cfg.lr)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, cfg.epochs * steps)
-    scaler = torch.amp.GradScaler('cuda', enabled=False)
-    criterion = AdaptCriterion(model.outputs, cfg)
-    losses: list[float] = []
-    for epoch in range(1, cfg.epochs + 1):
-        loader.batch_sampler.set_epoch(epoch)
-        _train_mode(model, cfg.freeze_bn_stats)
-        epoch_losses = _epoch(model, loader, steps, criterion, optimizer, scheduler, scaler,
-                              device, cfg, f'adapt {epoch}/{cfg.epochs}', progress, wall)
-        losses.append(float(np.mean(epoch_losses)))
-        logger.info('epoch %d: loss %.4f over %d steps', epoch, losses[-1], len(epoch_losses))
-        if _out_of_time(cfg, wall):
-            logger.info('time limit reached after epoch %d', epoch)
-            break
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total)
+    original = copy.deepcopy(model).eval().requires_grad_(False) if cfg.distill_weight \
+        else None
+    losses = _train(model, original, loader, total, AdaptCriterion(model.outputs, cfg),
+                    optimizer, scheduler, device, cfg, progress, wall)
     model.eval()
     result_meta = {'adapted': {'from': str(model_path), 'from_fingerprint': base_fingerprint,
                                'sessions': [s.name for s in sessions], 'places':
                                len(mined.places), 'frames': mined.frames,
-                               'epoch_losses': losses, 'config': to_dict(cfg)}}
+                               'steps': total, 'epoch_losses': losses,
+                               'config': to_dict(cfg)}}
     fingerprint = save_model(model, out, metadata=result_meta)
     return AdaptResult(Path(out), fingerprint, base_fingerprint, tuple(losses),
-                       len(mined.places), mined.frames, steps * len(losses),
+                       len(mined.places), mined.frames, total,
                        time.perf_counter() - wall, time.process_time() - cpu)
 
 
 def _loader(model: VPRModel, mined: MinedPlaces, cfg: AdaptConfig) -> DataLoader:
     pre = model.config.preprocess
-    transform = TrainTransform(pre.train_size, cfg.augment, pre.mean, pre.std)
+    transform = TrainTransform(pre.train_size, cfg.augment, pre.mean, pre.std, cfg.condition)
     sampler = SpacedBatchSampler(mined, cfg.places_per_batch, cfg.seed)
     dataset = PlaceImages(mined.places, transform, cfg.images_per_place)
     return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_places)
@@ -180,23 +189,51 @@ def _train_mode(model: VPRModel, freeze_bn_stats: bool) -> None:
                 module.eval()
 
 
-def _epoch(model, loader, steps, criterion, optimizer, scheduler, scaler, device, cfg,
-           label, progress, start) -> list[float]:
+def _train(model, original, loader, total, criterion, optimizer, scheduler, device, cfg,
+           progress, start) -> list[float]:
+    """``total`` steps in passes over the places (each pass a new order and new draws);
+    returns the mean loss of every pass."""
     losses: list[float] = []
-    with tqdm(total=steps, desc=label, unit='step', leave=False, disable=not progress) as bar:
-        while len(losses) < steps:
-            before = len(losses)
+    means: list[float] = []
+    with tqdm(total=total, desc='adapt', unit='step', disable=not progress) as bar:
+        while len(losses) < total and not _out_of_time(cfg, start):
+            loader.batch_sampler.set_epoch(len(means) + 1)
+            _train_mode(model, cfg.freeze_bn_stats)
+            first = len(losses)
             for batch in loader:
-                losses.append(train_step(model, batch, criterion, optimizer, scheduler, scaler,
-                                         device, False, None, cfg.grad_clip))
+                losses.append(_step(model, original, batch, criterion, optimizer, device,
+                                    cfg.grad_clip))
+                scheduler.step()
                 bar.update(1)
-                bar.set_postfix(loss=f'{np.mean(losses[-10:]):.4f}')
-                if len(losses) >= steps or _out_of_time(cfg, start):
-                    return losses
-            if len(losses) == before:
+                bar.set_postfix(loss=f'{np.mean(losses[-10:]):.4f}', refresh=False)
+                if len(losses) >= total or _out_of_time(cfg, start):
+                    break
+            if len(losses) == first:
                 raise ConfigError('no batch of two or more places that are far enough apart: '
                                   'record a longer route or lower the negative radius')
-    return losses
+            means.append(float(np.mean(losses[first:])))
+            logger.info('pass %d: loss %.4f over %d steps', len(means), means[-1],
+                        len(losses) - first)
+    return means
+
+
+def _step(model, original, batch, criterion, optimizer, device, grad_clip) -> float:
+    """Forward, loss, backward and optimizer step on one place-major batch."""
+    images, labels, _ = batch
+    images, labels = images.to(device), labels.to(device)
+    optimizer.zero_grad(set_to_none=True)
+    outputs = model(images)
+    reference = None
+    if original is not None:
+        with torch.no_grad():
+            reference = original(images)
+    loss = criterion(outputs, labels, reference)
+    loss.backward()
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g['params']],
+                                       grad_clip)
+    optimizer.step()
+    return float(loss.detach())
 
 
 def _out_of_time(cfg: AdaptConfig, start: float) -> bool:

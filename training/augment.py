@@ -3,9 +3,15 @@
 RandAugment (Cubuk et al., 2020) with the operation set and magnitude ranges of torchvision's
 ``RandAugment`` (31 magnitude bins, signed geometric and colour ops, black fill), written with
 OpenCV on uint8 RGB arrays so no torchvision is needed. ``photometric`` is a milder policy for
-tiny images: brightness / contrast jitter and a small random shift.
+tiny images: brightness / contrast jitter and a small random shift. :func:`condition_change`
+(ours, used by ``vpr adapt``) imitates what differs between sessions of one place and
+survives a model's per-image standardisation, which cancels global brightness and contrast:
+gamma, a colour cast, a brightness ramp across the view (shade, snow on the ground), blur and
+sensor noise.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -125,13 +131,52 @@ def photometric(image: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig)
     return _affine(image, np.array([[1.0, 0.0, dx], [0.0, 1.0, dy]]))
 
 
+@dataclass(frozen=True)
+class ConditionConfig:
+    """:func:`condition_change` settings; ``probability`` 0 turns it off.
+
+    ``gamma``: exponent log-uniform in [1 / (1 + gamma), 1 + gamma]; ``colour``: per-channel
+    gain in 1 +- colour; ``ramp``: a linear brightness ramp in a random direction, gain
+    1 +- ramp at the image edges; ``blur_sigma``: Gaussian blur of up to this sigma (pixels)
+    on half the images; ``noise``: Gaussian noise of up to this standard deviation (grey
+    levels).
+    """
+
+    probability: float = 0.0
+    gamma: float = 0.6
+    colour: float = 0.1
+    ramp: float = 0.5
+    blur_sigma: float = 1.0
+    noise: float = 6.0
+
+
+def condition_change(image: np.ndarray, rng: np.random.Generator,
+                     cfg: ConditionConfig) -> np.ndarray:
+    """RGB uint8 [H, W, 3] -> the same view under another condition (see the config)."""
+    height, width = image.shape[:2]
+    x = image.astype(np.float32) / 255.0
+    x = x ** float(np.exp(rng.uniform(-1.0, 1.0) * np.log1p(cfg.gamma)))
+    x = x * (1.0 + rng.uniform(-cfg.colour, cfg.colour, size=3)).astype(np.float32)
+    angle = rng.uniform(0.0, 2.0 * np.pi)
+    rows, cols = np.mgrid[0:height, 0:width].astype(np.float32)
+    along = (np.cos(angle) * (cols / max(width - 1, 1) - 0.5) +
+             np.sin(angle) * (rows / max(height - 1, 1) - 0.5))
+    x = x * (1.0 + 2.0 * rng.uniform(-cfg.ramp, cfg.ramp) * along)[:, :, None]
+    if cfg.blur_sigma > 0 and rng.random() < 0.5:
+        x = cv2.GaussianBlur(x, (0, 0), float(rng.uniform(0.3, cfg.blur_sigma)))
+    x = x * 255.0 + rng.normal(0.0, rng.uniform(0.0, cfg.noise), size=x.shape)
+    return np.clip(x, 0, 255).astype(np.uint8)
+
+
 class TrainTransform:
-    """RGB uint8 (any size) -> [3, H, W] float32: resize to ``size`` (bilinear), augment,
-    scale to [0, 1] and ImageNet-normalise with ``mean`` / ``std``."""
+    """RGB uint8 (any size) -> [3, H, W] float32: resize to ``size`` (bilinear), augment
+    (then, with ``condition``, a :func:`condition_change`), scale to [0, 1] and
+    ImageNet-normalise with ``mean`` / ``std``."""
 
     def __init__(self, size: tuple[int, int], cfg: AugmentConfig,
-                 mean: tuple[float, ...], std: tuple[float, ...]) -> None:
-        self.size, self.cfg = tuple(size), cfg
+                 mean: tuple[float, ...], std: tuple[float, ...],
+                 condition: ConditionConfig | None = None) -> None:
+        self.size, self.cfg, self.condition = tuple(size), cfg, condition
         self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
 
@@ -143,5 +188,8 @@ class TrainTransform:
             image = rand_augment(image, rng, self.cfg.num_ops, self.cfg.magnitude)
         elif self.cfg.kind == 'photometric':
             image = photometric(image, rng, self.cfg)
+        if self.condition is not None and self.condition.probability > 0 and \
+                rng.random() < self.condition.probability:
+            image = condition_change(image, rng, self.condition)
         tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 255.0
         return (tensor - self.mean) / self.std

@@ -42,7 +42,8 @@ class MiningConfig:
     """How places are mined from poses (posed sessions) or frame indices (unposed ones).
 
     ``place_spacing_m`` None: the positive radius. ``heading_limit_deg`` None: no heading
-    test. ``min_images_per_place``: places with fewer images are dropped.
+    test. ``min_images_per_place``: places with fewer images are dropped (1 with
+    ``window_frames`` 0: every frame is its own place, its K images are augmented copies).
     """
 
     positive_radius_m: float = 5.0
@@ -58,9 +59,12 @@ class MiningConfig:
         if not 0 < self.positive_radius_m < self.negative_radius_m:
             raise ConfigError('mining needs 0 < positive_radius_m < negative_radius_m, got '
                               f'{self.positive_radius_m} and {self.negative_radius_m}')
-        if self.window_frames < 1 or self.negative_frames <= self.window_frames:
-            raise ConfigError('mining needs 1 <= window_frames < negative_frames, got '
+        if self.window_frames < 0 or self.negative_frames <= self.window_frames:
+            raise ConfigError('mining needs 0 <= window_frames < negative_frames, got '
                               f'{self.window_frames} and {self.negative_frames}')
+        if self.min_images_per_place < 1:
+            raise ConfigError(f'min_images_per_place must be >= 1, got '
+                              f'{self.min_images_per_place}')
 
 
 @dataclass(frozen=True)

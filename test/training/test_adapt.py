@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from teach_bag import write_teach_bag
-from training.adapt import adapt, AdaptConfig, adapt_trainable
+from training.adapt import adapt, AdaptConfig, AdaptCriterion, adapt_trainable
 from training.bag_places import MiningConfig, SessionSpec
 from training.config import AugmentConfig
 from vpr_core import cli
@@ -34,7 +34,7 @@ def teach_bags(tmp_path):
 def test_adapting_on_bags_lowers_the_loss_and_keeps_the_backbone(
         tmp_path, tiny_model, teach_bags):
     cfg = AdaptConfig(mining=MINING, augment=AugmentConfig(kind='none'), places_per_batch=4,
-                      images_per_place=4, epochs=4, steps_per_epoch=3, lr=3e-3,
+                      images_per_place=4, epochs=4, min_steps=0, lr=3e-3,
                       freeze_bn_stats=False, device='cpu')
     out = tmp_path / 'adapted.safetensors'
     result = adapt(teach_bags, out, cfg, tiny_model, progress=False)
@@ -55,7 +55,7 @@ def test_adapting_on_bags_lowers_the_loss_and_keeps_the_backbone(
 
 
 def test_frozen_batchnorm_statistics_stay(tmp_path, tiny_model, teach_bags):
-    cfg = AdaptConfig(mining=MINING, places_per_batch=4, epochs=1, steps_per_epoch=1,
+    cfg = AdaptConfig(mining=MINING, places_per_batch=4, epochs=1, min_steps=0,
                       device='cpu')
     out = tmp_path / 'adapted.safetensors'
     adapt(teach_bags[:1], out, cfg, tiny_model, progress=False)
@@ -72,7 +72,7 @@ def test_vpr_adapt_command_on_an_unposed_folder(tmp_path, tiny_model, capsys):
         cv2.imwrite(str(folder / f'{i:03d}.png'), place_image(i, i))
     out = tmp_path / 'm2.safetensors'
     code = cli.main(['adapt', '--model', str(tiny_model), '--images', str(folder), '--out',
-                     str(out), '--epochs', '1', '--set', 'steps_per_epoch=2', '--set',
+                     str(out), '--epochs', '1', '--set', 'min_steps=2', '--set',
                      'places_per_batch=2', '--device', 'cpu', '--no-progress'],
                     extra_modules=('training.commands',))
     assert code == 0 and out.is_file()
@@ -93,3 +93,34 @@ def test_config_overrides_keep_the_adapt_defaults():
     from vpr_core.config import load_config
     cfg = load_config(AdaptConfig, None, ['augment.brightness=0.2'], base=AdaptConfig())
     assert cfg.augment == dataclasses.replace(AdaptConfig().augment, brightness=0.2)
+
+
+def test_distillation_term_measures_drift_from_the_original():
+    cfg = AdaptConfig(distill_weight=2.0)
+    criterion = AdaptCriterion('two_branch', cfg)
+    torch.manual_seed(0)
+    z, x_g = torch.randn(8, 16), torch.randn(8, 12)
+    outputs = (z, torch.sign(z), x_g)
+    labels = torch.arange(4).repeat_interleave(2)
+    plain = criterion(outputs, labels)
+    assert torch.allclose(criterion(outputs, labels, outputs), plain)
+    flipped = (-z, -torch.sign(z), -x_g)
+    assert torch.allclose(criterion(outputs, labels, flipped), plain + 2.0 * 2.0)
+
+
+def test_condition_change_survives_standardisation_and_is_seeded():
+    import numpy as np
+    from teach_bag import place_image
+    from training.augment import condition_change, ConditionConfig
+    image = place_image(3, 0, size=32)
+    cfg = ConditionConfig(probability=1.0)
+    first = condition_change(image, np.random.default_rng(5), cfg)
+    again = condition_change(image, np.random.default_rng(5), cfg)
+    assert first.dtype == np.uint8 and first.shape == image.shape
+    assert np.array_equal(first, again)
+
+    def standardised(x):
+        x = x.astype(np.float64)
+        return (x - x.mean()) / x.std()
+    # a global gain and offset would vanish here; gamma, cast, ramp and noise do not
+    assert np.abs(standardised(first) - standardised(image)).mean() > 0.05

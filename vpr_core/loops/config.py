@@ -35,6 +35,12 @@ class LoopConfig:
       whose best candidates (each above the score) are neighbours; such a loop is accepted
       as unverified, without relative pose;
     - ``max_verifications``: consistent candidates verified per keyframe, best first;
+    - ``evidence_inliers``: the geometric evidence a loop needs: a verified candidate with at
+      least this many inliers is a loop at once; one with fewer (but at least
+      ``verify.min_inliers``) is a loop only when the previous keyframe verified a
+      neighbouring candidate (within ``consistency_window``) and the two inlier counts sum
+      to at least this. Default twice ``verify.min_inliers``: one view at the bare
+      threshold, where aliased corridors and facades still pass, is not enough;
     - ``verify``: local features and geometric thresholds; ``keyframes``: which frames become
       keyframes when odometry is given (without odometry every frame does, at most one per
       ``keyframes.min_interval_s``).
@@ -50,6 +56,7 @@ class LoopConfig:
     consistency_window: int = 1
     unverified_consistency: int = 5
     max_verifications: int = 3
+    evidence_inliers: int = 50
     verify: VerifyConfig = field(default_factory=VerifyConfig)
     keyframes: KeyframeConfig = field(default_factory=KeyframeConfig)
 
@@ -71,5 +78,7 @@ class LoopConfig:
             raise ConfigError('unverified_consistency must be >= consistency (a loop nobody '
                               f'verified needs more support), got {self.unverified_consistency}'
                               f' < {self.consistency}')
+        if self.evidence_inliers < 0:
+            raise ConfigError(f'evidence_inliers must be >= 0, got {self.evidence_inliers}')
         if self.max_verifications < 1:
             raise ConfigError(f'max_verifications must be >= 1, got {self.max_verifications}')

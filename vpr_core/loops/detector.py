@@ -12,7 +12,9 @@ run the same object frame by frame). Per frame:
    ``top_k`` above ``min_score``;
 4. temporal consistency (:class:`~vpr_core.loops.consistency.ConsistencyFilter`);
 5. geometric verification (:func:`vpr_core.geometry.verify`) of the consistent candidates,
-   best first, at most ``max_verifications``; the first verified one is the loop.
+   best first, at most ``max_verifications``; the first verified one with enough evidence
+   (``evidence_inliers``, alone or with the previous keyframe's verified neighbouring
+   candidate) is the loop.
 
 When verification steps aside (reason ``too_small``: images below ``verify.min_image_side``
 such as 64x32 thumbnails, or a candidate without stored features; ``off``: features 'none'),
@@ -79,6 +81,7 @@ class LoopDetector:
         self._selector = KeyframeSelector(config.keyframes)
         self._consistency = ConsistencyFilter(config.consistency_window)
         self._top_consistency = ConsistencyFilter(config.consistency_window)
+        self._last_verified: tuple[int, int] | None = None   # previous keyframe: row, inliers
         self._elapsed_s = 0.0
         self._last_stamp: int | None = None
         self._last_keyframe_s: float | None = None
@@ -121,6 +124,7 @@ class LoopDetector:
         """Forget the temporal consistency state only."""
         self._consistency.reset()
         self._top_consistency.reset()
+        self._last_verified = None
 
     def process(self, image: np.ndarray, stamp: float | int, odometry: Pose | None = None, *,
                 depth: np.ndarray | None = None, camera: CameraModel | None = None
@@ -148,6 +152,7 @@ class LoopDetector:
             rows[:1] if len(rows) and scores[0] >= config.unverified_min_score else [])
         index = self._add(descriptors, features, stamp_ns, odometry)
         reason, loop = 'too_recent' if stop == 0 else 'low_score', None
+        self._last_verified = None if not len(rows) else self._last_verified
         if len(rows):
             reason, loop = self._decide(index, stamp_ns, rows, scores, (runs, top_runs),
                                         features, depth, camera)
@@ -213,19 +218,34 @@ class LoopDetector:
         runs_any, runs_top = runs
         consistent = [(int(r), float(s)) for r, s in zip(rows, scores)
                       if runs_any[int(r)] >= config.consistency]
-        reason = 'inconsistent'
+        reason, previous, self._last_verified = 'inconsistent', self._last_verified, None
         for rank, (row, score) in enumerate(consistent[:config.max_verifications]):
             outcome = verify(features, self._features[row], config.verify,
                              camera=camera or self.camera, query_depth=depth)
             stepped_aside = not outcome.accepted and outcome.reason in STEPPED_ASIDE
             unverified = stepped_aside and row == int(rows[0]) and \
                 runs_top.get(row, 0) >= config.unverified_consistency
-            if outcome.accepted or unverified:
+            if outcome.accepted:
+                self._last_verified = self._last_verified or (row, outcome.inliers)
+            if outcome.accepted and self._enough_evidence(row, outcome.inliers, previous) \
+                    or unverified:
+                self._last_verified = (row, outcome.inliers) if outcome.accepted else None
                 return 'loop', self._closure(index, stamp_ns, row, score, outcome,
                                              [int(r) for r in rows])
             if rank == 0 and not stepped_aside:
-                reason = outcome.reason
+                reason = 'weak_evidence' if outcome.accepted else outcome.reason
         return reason, None
+
+    def _enough_evidence(self, row: int, inliers: int, previous: tuple[int, int] | None
+                         ) -> bool:
+        """``evidence_inliers`` from this view alone, or with the previous keyframe's
+        verified candidate when it is a neighbour of ``row``."""
+        needed = self.config.evidence_inliers
+        if inliers >= needed:
+            return True
+        return previous is not None and \
+            abs(previous[0] - row) <= self.config.consistency_window and \
+            inliers + previous[1] >= needed
 
     def _closure(self, index: int, stamp_ns: int, row: int, score: float, outcome,
                  candidates: list[int]) -> LoopClosure:

@@ -5,7 +5,8 @@ from dataclasses import dataclass
 
 from vpr_core.geometry.verification import Verification
 
-REASONS = ('loop', 'not_keyframe', 'too_recent', 'low_score', 'inconsistent')
+REASONS = ('loop', 'not_keyframe', 'too_recent', 'low_score', 'inconsistent',
+           'weak_evidence')
 
 
 @dataclass(frozen=True)

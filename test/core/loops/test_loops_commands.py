@@ -40,9 +40,6 @@ def test_rtabmap_loop_recall_with_verification(rtabmap_runs):
     assert report['keyframes'] == 84 and report['frames_undecodable'] == 0
 
 
-@pytest.mark.xfail(strict=True, reason='issue 17 target not met with the defaults: one false '
-                   'loop (frame 67 -> 19, 25 inliers) passes verify.min_inliers 25; see '
-                   'docs/experiments/loop_closure.md')
 def test_rtabmap_loop_precision_with_verification(rtabmap_runs):
     truth = json.loads((rtabmap_runs / 'verified' / 'report.json').read_text())['truth']
     assert truth['accepted'] > 0 and truth['precision'] == 1.0

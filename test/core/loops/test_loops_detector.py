@@ -143,3 +143,18 @@ def test_bad_config_is_refused(field, value):
     from vpr_core.errors import ConfigError
     with pytest.raises(ConfigError, match=field):
         dataclasses.replace(CONFIG, **{field: value})
+
+
+def test_weak_geometric_evidence_needs_the_previous_keyframe():
+    """A view verified at the bare inlier threshold is a loop only with the previous
+    keyframe's verified neighbouring candidate (inliers summed), never alone."""
+    config = dataclasses.replace(CONFIG, evidence_inliers=50, consistency_window=1)
+    detector = LoopDetector(PlaceExtractor(), config)
+    assert detector._enough_evidence(12, 50, None)
+    assert not detector._enough_evidence(12, 30, None)
+    assert detector._enough_evidence(12, 30, (11, 20))
+    assert detector._enough_evidence(12, 30, (13, 25))
+    assert not detector._enough_evidence(12, 30, (11, 19))      # 49 < 50
+    assert not detector._enough_evidence(12, 30, (20, 200))     # not a neighbour
+    with pytest.raises(Exception, match='evidence_inliers'):
+        LoopConfig(evidence_inliers=-1)

@@ -15,6 +15,8 @@ ARGUMENTS = (
     ('params_file', PathJoinSubstitution([FindPackageShare('vpr_ros'), 'config',
                                           'vpr_node.yaml']),
      'node parameters (YAML); the arguments below override it'),
+    ('mode', 'localize', 'localize (against map_dir), teach (record map_dir) or slam (loop '
+                         'closure in this session; docs/loop_closure.md)'),
     ('weights', '', 'model checkpoint (.safetensors); empty = bundled model'),
     ('map_dir', '', 'map directory made by vpr build-map (or the new map in teach mode)'),
     ('image_topic', 'image', 'topic of the default camera "image" (remapped; compressed input '
@@ -47,6 +49,7 @@ def generate_launch_description() -> LaunchDescription:
         parameters=[
             LaunchConfiguration('params_file'),
             {
+                'mode': ParameterValue(LaunchConfiguration('mode'), value_type=str),
                 'weights': ParameterValue(LaunchConfiguration('weights'), value_type=str),
                 'map_dir': ParameterValue(LaunchConfiguration('map_dir'), value_type=str),
                 'image_topics': ParameterValue(LaunchConfiguration('image_topics'),

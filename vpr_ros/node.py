@@ -26,6 +26,12 @@ Input health: /diagnostics compares the frames received with those expected from
 stamps of each camera (``input_loss_ratio``, ``input_gaps``, ``input_lost``; WARN over 20%),
 apart from the frames the busy worker skipped (``dropped``), and counts stamps that jump
 back (``clock_jumps_back``) and the engine's result events (``events.<name>``).
+
+``mode: slam`` runs vpr_core's loop detector on the frames instead (:mod:`vpr_ros.slam`): the
+node also subscribes to the camera's ``camera_info`` (the newest is cached) and an optional
+registered depth image, and publishes only for accepted loops: ``~/loop_closure``
+``[t_cur, t_prev]``, ``~/loop_constraint``, ``~/candidates_cloud`` and the loop edges on
+``~/markers`` (docs/loop_closure.md). ``~/save_map`` (and shutdown) saves the session map.
 """
 from __future__ import annotations
 
@@ -55,6 +61,7 @@ from vpr_ros.parameters import declare_parameters, help_text, NodeSettings, plai
 from vpr_ros.pipeline import load_pipeline, Pipeline, PipelineFactory
 from vpr_ros.pose_history import POSE_TYPES, PoseHistory
 from vpr_ros.result import result_arrays
+from vpr_ros.slam_inputs import subscribe_slam_inputs
 from vpr_ros.worker import Frame, LatestFrameSlot, SupervisedWorker
 
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
@@ -132,7 +139,9 @@ class VprNode(LifecycleNode):
         with self._lock:
             self._pending.clear()
         self._outputs = OutputPublishers(self, self.settings.map_frame,
-                                         self.settings.prior_frame_id)
+                                         self.settings.prior_frame_id,
+                                         base_frame=self.settings.base_frame,
+                                         slam=self.settings.mode == 'slam')
         self._apply_output_options()
         self._slot = LatestFrameSlot(len(self.settings.image_topics))
         self.state = 'inactive'
@@ -151,6 +160,9 @@ class VprNode(LifecycleNode):
             self._inputs.append(self.create_subscription(
                 POSE_TYPES[settings.pose_type], settings.pose_topic, self._poses.add_message,
                 sensor_qos(50), qos_overriding_options=options))
+        sensors = getattr(self._pipeline, 'sensors', None)
+        if settings.mode == 'slam' and sensors is not None:
+            self._inputs += subscribe_slam_inputs(self, settings, sensors, self.stats)
         self.stats.reset_input_tracking()
         self._worker = SupervisedWorker(self._slot, self._handle,
                                         on_stopped=self._on_worker_stopped,
@@ -249,12 +261,13 @@ class VprNode(LifecycleNode):
             self.get_logger().warning(f'dropped a bad frame: {exc}', throttle_duration_sec=5.0)
             return
         stamp = frame.message.header.stamp
+        slam = self.settings.mode == 'slam'     # exact stamps: they are published back
         try:
             self._apply_pending(pipeline)
-            result = pipeline.process(image, stamp_seconds(stamp), camera=frame.camera,
-                                      odometry=self._poses.pose_at(
-                                          stamp_ns(stamp)))
-            arrays = result_arrays(result, self.runtime['top_k'])
+            result = pipeline.process(image, stamp_ns(stamp) if slam else stamp_seconds(stamp),
+                                      camera=frame.camera,
+                                      odometry=self._poses.pose_at(stamp_ns(stamp)))
+            arrays = result if slam else result_arrays(result, self.runtime['top_k'])
         except VPRError as exc:
             self.stats.on_rejected('pipeline_error', str(exc)[:200])
             self.get_logger().warning(f'frame not localized: {exc}', throttle_duration_sec=5.0)
@@ -262,10 +275,12 @@ class VprNode(LifecycleNode):
         events = tuple(getattr(result, 'events', ()) or ())
         if events:
             self.stats.on_events(events)
-        outcome = outputs.publish(stamp, arrays, frame.camera)
+        outcome = outputs.publish_loop(stamp, arrays, frame.camera) if slam else \
+            outputs.publish(stamp, arrays, frame.camera)
         if outcome == 'invalid_covariance':
             self.stats.on_invalid_covariance()
-            self.get_logger().error('withheld a pose prior with a non-finite covariance',
+            self.get_logger().error('withheld a pose prior (slam: a loop) with a non-finite '
+                                    'covariance',
                                     throttle_duration_sec=5.0)
         latency_ms = (time.monotonic() - frame.received_s) * 1e3
         self.stats.on_processed(latency_ms, arrays.best_score, outcome == 'accepted',
@@ -351,15 +366,16 @@ class VprNode(LifecycleNode):
     def _on_save_map(self, request: Trigger.Request, response: Trigger.Response
                      ) -> Trigger.Response:
         pipeline = self._pipeline
-        if self.settings is None or self.settings.mode != 'teach' or pipeline is None:
-            response.message = 'save_map needs a configured node in teach mode'
+        if self.settings is None or not _saves_map(self.settings) or pipeline is None:
+            response.message = ('save_map needs a configured node in teach mode, or in slam '
+                                'mode with map_dir')
             return response
         response.message = self._save_map(pipeline)
         response.success = not response.message.startswith('save failed')
         return response
 
     def _save_map(self, pipeline: Pipeline) -> str:
-        if self.settings is None or self.settings.mode != 'teach':
+        if self.settings is None or not _saves_map(self.settings):
             return ''
         try:
             summary = pipeline.save()
@@ -388,6 +404,11 @@ class VprNode(LifecycleNode):
         self._diagnostics.publish(diagnostic_array(
             f'{self.get_fully_qualified_name()}: place recognition', info.get('device', ''),
             level, message, values, self.get_clock().now().to_msg()))
+
+
+def _saves_map(settings: NodeSettings) -> bool:
+    """Teach mode writes its map, slam mode its session map when map_dir is set."""
+    return settings.mode == 'teach' or (settings.mode == 'slam' and bool(settings.map_dir))
 
 
 def main(args: list[str] | None = None) -> int:

@@ -1,7 +1,8 @@
 """ROS parameters generated from the vpr_core config dataclasses, and typed updates of them.
 
 One source of truth: every leaf field of :class:`LocalizationConfig` becomes the parameter
-``localization.<dotted path>`` and every field of :class:`KeyframeConfig` ``teach.<name>``,
+``localization.<dotted path>``, every field of :class:`KeyframeConfig` ``teach.<name>`` and
+every leaf of :class:`LoopConfig` (SLAM mode) ``loops.<dotted path>``,
 with the dataclass default and a ROS type from the annotation (bool, int, float, str; a
 ``Literal`` of strings is a string with choices; ``tuple[float, ...]`` a double array). The
 dataclasses stay ROS-free: descriptions and ranges live in :data:`FIELD_TABLE` here, keyed by
@@ -26,6 +27,7 @@ from typing import Any, Iterator, Literal, Mapping
 from vpr_core.config import from_dict
 from vpr_core.errors import ConfigError
 from vpr_core.localization.config import LocalizationConfig
+from vpr_core.loops.config import LoopConfig
 from vpr_core.mapdb.keyframe import KeyframeConfig
 
 Applies = Literal['runtime', 'configure', 'startup']
@@ -52,9 +54,12 @@ class ParameterSpec:
         return self.applies == 'runtime'
 
 
-SECTIONS: dict[str, type] = {'localization': LocalizationConfig, 'teach': KeyframeConfig}
+SECTIONS: dict[str, type] = {'localization': LocalizationConfig, 'teach': KeyframeConfig,
+                             'loops': LoopConfig}
 NODE_LEVEL = {'localization.top_k': 'top_k', 'localization.prior.camera_in_base': 'camera_to_base'}
-CONFIGURE_TIME = ('localization.search.', 'localization.prior.calibration', 'teach.')
+# the keyframe rule and the kind of stored local features are fixed for a session
+CONFIGURE_TIME = ('localization.search.', 'localization.prior.calibration', 'teach.',
+                  'loops.keyframes.', 'loops.verify.features', 'loops.verify.max_features')
 GENERIC_DESCRIPTION = 'vpr_core setting (see the docstring of its config dataclass)'
 BIG = 1.0e6
 
@@ -142,6 +147,44 @@ FIELD_TABLE: dict[str, tuple[str, tuple[float, float] | None]] = {
     'teach.max_interval_s': ('keyframe at least this often, even parked (0: off)',
                              (0.0, BIG)),
     'teach.min_interval_s': ('never two keyframes closer in time (0: off)', (0.0, BIG)),
+    'loops.min_time_gap_s': ('keyframes of this session younger than this are never loop '
+                             'candidates', (0.0, BIG)),
+    'loops.min_travel_gap_m': ('... nor those closer along the travelled path (odometry)',
+                               (0.0, BIG)),
+    'loops.top_k': ('candidates searched per keyframe', (1, 1000)),
+    'loops.min_score': ('least descriptor cosine similarity of a candidate to be verified '
+                        '(a floor: geometry decides)', (-1.0, 1.0)),
+    'loops.unverified_min_score': ('least similarity of a loop accepted without geometry '
+                                   '(verification stepped aside)', (-1.0, 1.0)),
+    'loops.rerank_k': ('Hamming candidates re-ranked by the floats (0: automatic)',
+                       (0, 1000000)),
+    'loops.consistency': ('consecutive keyframes whose candidates agree before a loop',
+                          (1, 1000)),
+    'loops.consistency_window': ('keyframes two agreeing candidates may be apart', (0, 1000)),
+    'loops.unverified_consistency': ('the longer agreement needed when verification steps '
+                                     'aside (small images, features none)', (1, 1000)),
+    'loops.max_verifications': ('consistent candidates verified per keyframe, best first',
+                                (1, 100)),
+    'loops.verify.features': ('local features for geometric verification: orb, sift or none '
+                              '(off)', None),
+    'loops.verify.max_features': ('keypoints kept per image', (8, 100000)),
+    'loops.verify.ratio_test': ("Lowe's ratio of best to second-best match distance",
+                                (0.01, 1.0)),
+    'loops.verify.min_inliers': ('geometric inliers needed to accept a loop', (6, 100000)),
+    'loops.verify.min_inlier_ratio': ('inliers / matches needed to accept a loop', (0.0, 1.0)),
+    'loops.verify.min_image_side': ('images with a shorter side are not verified '
+                                    '(too_small)', (16, 100000)),
+    'loops.verify.ransac_threshold_px': ('RANSAC inlier threshold (pixels)', (0.01, 100.0)),
+    'loops.keyframes.enabled': ('keyframe selection on (false: every frame is a keyframe)',
+                                None),
+    'loops.keyframes.min_distance_m': ('travel between keyframes (odometry; 0: off)',
+                                       (0.0, 10000.0)),
+    'loops.keyframes.min_heading_deg': ('heading change between keyframes (odometry; 0: off)',
+                                        (0.0, 360.0)),
+    'loops.keyframes.max_interval_s': ('keyframe at least this often, even parked (0: off)',
+                                       (0.0, BIG)),
+    'loops.keyframes.min_interval_s': ('never two keyframes closer in time (0: off; also '
+                                       'the rate limit without odometry)', (0.0, BIG)),
 }
 
 
@@ -218,6 +261,16 @@ def replace_path(config: Any, path: str, value: Any, where: str = '') -> Any:
                           f"(in '{path}')")
     inner = f'{where}.{head}' if where else head
     return replace(config, **{head: replace_path(child, rest, value, inner)})
+
+
+def loop_config(values: Mapping[str, Any], base: LoopConfig | None = None) -> LoopConfig:
+    """``base`` (default: the defaults) with ``values`` ({'verify.min_inliers': 30, ...}:
+    names relative to LoopConfig) applied one field at a time, typed; ConfigError for an
+    unknown name or a value LoopConfig refuses."""
+    config = base if base is not None else LoopConfig()
+    for path, value in values.items():
+        config = replace_path(config, path, value, 'loops')
+    return config
 
 
 def engine_config(values: Mapping[str, Any],

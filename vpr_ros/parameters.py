@@ -5,8 +5,9 @@ Every parameter says when a change applies (:data:`~vpr_ros.parameter_specs.APPL
 node runs; ``configure`` ones (model, map, topics, frames, search, teach keyframing) can be
 set while the node is unconfigured and take effect at the next configure (``ros2 lifecycle
 set /vpr_node deactivate``, ``cleanup``, ``ros2 param set ...``, ``configure``, ``activate``);
-``startup`` ones (``autostart``, ``diagnostics_period_s``) are read-only. ``localization.*``
-and ``teach.*`` are generated from the vpr_core dataclasses (:mod:`vpr_ros.parameter_specs`).
+``startup`` ones (``autostart``, ``diagnostics_period_s``) are read-only. ``localization.*``,
+``teach.*`` and ``loops.*`` (SLAM mode) are generated from the vpr_core dataclasses
+(:mod:`vpr_ros.parameter_specs`).
 """
 from __future__ import annotations
 
@@ -25,12 +26,17 @@ from vpr_core.errors import ConfigError
 from vpr_core.image import DEFAULT_MAX_IMAGE_PIXELS
 from vpr_core.localization.config import LocalizationConfig
 from vpr_core.localization.tracker import SequenceTracker
-from vpr_ros.parameter_specs import APPLIES_TEXT, engine_config, engine_specs, ParameterSpec
+from vpr_core.loops.config import LoopConfig
+from vpr_ros.parameter_specs import (APPLIES_TEXT, engine_config, engine_specs, loop_config,
+                                     ParameterSpec)
 
 NODE_PARAMETERS = (
     ParameterSpec('autostart', True, 'configure and activate at start-up', 'startup'),
-    ParameterSpec('mode', 'localize', 'localize against map_dir, or teach: record a new map '
-                  'into map_dir from images and pose_topic', choices=('localize', 'teach')),
+    ParameterSpec('mode', 'localize', 'localize against map_dir; teach: record a new map '
+                  'into map_dir from images and pose_topic; slam: detect geometrically '
+                  'verified loop closures within this session (and against the map at map_dir '
+                  'if there is one, saved there again by ~/save_map and at shutdown)',
+                  choices=('localize', 'teach', 'slam')),
     ParameterSpec('weights', '', 'model checkpoint (.safetensors); empty = bundled model'),
     ParameterSpec('map_dir', '', 'map directory (made by vpr build-map, or by teach mode)'),
     ParameterSpec('device', 'auto', 'auto (CUDA when present), cpu, cuda or cuda:N'),
@@ -59,6 +65,13 @@ NODE_PARAMETERS = (
                   'rtabmap global_pose wants the posed frame, e.g. base_link'),
     ParameterSpec('camera_to_base', [0.0] * 6, 'camera pose in base_frame: x y z (m) roll '
                   'pitch yaw (rad); 6 numbers for all cameras or 6 per camera'),
+    ParameterSpec('camera_info_topic', '', 'slam: sensor_msgs/CameraInfo of the camera (empty '
+                  '= camera_info beside the resolved image topic); none received: the '
+                  'intrinsics are guessed (60 degrees horizontal field of view)'),
+    ParameterSpec('depth_topic', '', 'slam: depth image registered to the colour image '
+                  '(16UC1 mm or 32FC1 m) for metric relative poses; empty = none'),
+    ParameterSpec('depth_tolerance_s', 0.02, 'slam: largest stamp difference between a colour '
+                  'frame and the depth image used with it', range=(0.0, 10.0)),
     ParameterSpec('top_k', LocalizationConfig().top_k, 'candidates published per query (also '
                   'LocalizationConfig.top_k)', 'runtime', range=(1, 100)),
     ParameterSpec('max_rate_hz', 0.0, 'most frames processed per second (0 = no limit)',
@@ -75,6 +88,7 @@ PARAMETERS = NODE_PARAMETERS + engine_specs()
 SPECS = {spec.name: spec for spec in PARAMETERS}
 LOCALIZATION_PREFIX = 'localization.'
 TEACH_PREFIX = 'teach.'
+LOOPS_PREFIX = 'loops.'
 
 
 def descriptor(spec: ParameterSpec) -> ParameterDescriptor:
@@ -132,7 +146,18 @@ def validate(parameters: list[Parameter], current: Mapping[str, Any] | None = No
             check_engine(engine_config(engine_values({**current, **changed})))
         except ConfigError as exc:
             return SetParametersResult(successful=False, reason=str(exc))
+    if any(name.startswith(LOOPS_PREFIX) for name in changed):
+        try:
+            loop_config(loop_values({**current, **changed}))
+        except ConfigError as exc:
+            return SetParametersResult(successful=False, reason=str(exc))
     return SetParametersResult(successful=True)
+
+
+def loop_values(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``loops.*`` entries of ``values`` relative to LoopConfig."""
+    return {name[len(LOOPS_PREFIX):]: plain(value) for name, value in values.items()
+            if name.startswith(LOOPS_PREFIX)}
 
 
 def engine_values(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -205,8 +230,12 @@ class NodeSettings:
     publish_markers: bool
     marker_scale_m: float
     diagnostics_period_s: float
+    camera_info_topic: str
+    depth_topic: str
+    depth_tolerance_s: float
     localization: LocalizationConfig
     teach: dict[str, Any]
+    loops: LoopConfig
 
     @classmethod
     def from_node(cls, node: Node) -> 'NodeSettings':
@@ -217,6 +246,7 @@ class NodeSettings:
         check_engine(values['localization'])
         section(values, LOCALIZATION_PREFIX)
         values['teach'] = section(values, TEACH_PREFIX)
+        values['loops'] = loop_config(section(values, LOOPS_PREFIX))
         values['image_topics'] = tuple(values['image_topics'])
         values['camera_to_base'] = tuple(float(v) for v in values['camera_to_base'])
         settings = cls(**values)
@@ -234,6 +264,9 @@ class NodeSettings:
                 f'{len(self.camera_to_base)}')
         if self.mode == 'teach' and not (self.map_dir and self.pose_topic):
             raise ConfigError('mode teach needs map_dir (the new map) and pose_topic')
+        if self.mode == 'slam' and len(self.image_topics) != 1:
+            raise ConfigError(f'mode slam takes one camera (image_topics has '
+                              f'{len(self.image_topics)}): run one node per camera')
         if self.mode == 'localize' and not self.map_dir:
             raise ConfigError('mode localize needs map_dir (a map made by vpr build-map or '
                               'by teach mode)')
@@ -253,7 +286,8 @@ def help_text(width: int = 99) -> str:
     """``vpr_node --help``: usage and every parameter with type, default, when it applies,
     range or choices, and description (generated from :data:`PARAMETERS`)."""
     lines = ['usage: vpr_node [--help] [--ros-args -p NAME:=VALUE ... --params-file FILE]', '',
-             'Lifecycle node: camera frames in, ranked map places and a pose prior out.',
+             'Lifecycle node: camera frames in, ranked map places and a pose prior out',
+             '(mode slam: verified loop closures of this session out).',
              'Parameters (runtime: changes apply at once; configure: settable while the node',
              'is unconfigured, applied at configure; startup: read-only):', '']
     for spec in PARAMETERS:

@@ -24,7 +24,8 @@ class Pipeline(Protocol):
 
     def process(self, image: np.ndarray, stamp: float, odometry: Pose | None = None,
                 camera: int = 0) -> Any:
-        """RGB [H, W, 3] uint8 at ``stamp`` (s) -> a vpr_core ``LocalizationResult``."""
+        """RGB [H, W, 3] uint8 at ``stamp`` (s) -> a vpr_core ``LocalizationResult`` (SLAM
+        mode: ``stamp`` in integer ns -> :class:`~vpr_ros.result.LoopArrays`)."""
 
     def reset(self) -> None:
         """Forget the temporal state (relocalization from scratch)."""
@@ -117,6 +118,9 @@ def load_pipeline(settings: NodeSettings) -> Pipeline:
                                        backend=settings.backend)
     extrinsics = [extrinsic_pose(settings.extrinsic(camera))
                   for camera in range(len(settings.image_topics))]
+    if settings.mode == 'slam':
+        from vpr_ros.slam import slam_pipeline
+        return slam_pipeline(settings, extractor, extrinsics[0])
     if settings.mode == 'teach':
         from vpr_ros.teach import TeachPipeline
         return TeachPipeline(extractor, settings.map_dir, settings.teach, extrinsics,

@@ -108,7 +108,8 @@ def test_vpr_node_help_prints_every_parameter_and_exits_without_ros():
     assert 'localization.gate.min_score (double, default 1.3, runtime, range -100.0..100.0)' \
         in out
     assert 'least sequence score of an accepted match' in out
-    assert "mode (string, default 'localize', configure, one of: localize, teach)" in out
+    assert "mode (string, default 'localize', configure, one of: localize, teach, slam)" \
+        in out
 
 
 def test_help_does_not_initialise_rclpy(capsys):

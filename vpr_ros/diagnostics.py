@@ -299,13 +299,14 @@ def diagnostic_array(name: str, hardware_id: str, level: bytes, message: str,
 
 def node_status(state: str, error: str, enabled: bool, input_stale: bool,
                 worker_alive: bool, *, worker_failure: str = '', input_loss: float = 0.0,
-                last_failure: str = '') -> tuple[bytes, str]:
+                last_failure: str = '', activity: str = 'localizing') -> tuple[bytes, str]:
     """(level, message) summarising a node.
 
     ERROR: a failed configure, a dead worker, or a worker that stopped (``worker_failure``)
     and has served no frame since its restart. WARN while active without images, with more
     than MAX_INPUT_LOSS of the expected frames missing, or while the last frame failed
-    (``last_failure``). OK otherwise.
+    (``last_failure``). OK otherwise (``activity``: what the node does, e.g. 'localizing'
+    or, in SLAM mode, 'detecting loops').
     """
     if error:
         return LEVEL_ERROR, error
@@ -326,4 +327,4 @@ def node_status(state: str, error: str, enabled: bool, input_stale: bool,
                             'check the transport (QoS, bandwidth) and the driver')
     if last_failure:
         return LEVEL_WARN, f'active, the last frame failed: {last_failure}'
-    return LEVEL_OK, 'active, localizing'
+    return LEVEL_OK, f'active, {activity}'

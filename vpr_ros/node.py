@@ -67,6 +67,7 @@ from vpr_ros.worker import Frame, LatestFrameSlot, SupervisedWorker
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
 ERROR = TransitionCallbackReturn.ERROR
 MAX_WORKER_RESTARTS = 3
+ACTIVITY = {'localize': 'localizing', 'teach': 'recording keyframes', 'slam': 'detecting loops'}
 RUNTIME = tuple(name for name, spec in SPECS.items() if spec.runtime)
 
 
@@ -398,7 +399,9 @@ class VprNode(LifecycleNode):
                                      worker is not None and worker.alive,
                                      worker_failure=worker.failure if worker else '',
                                      input_loss=self.stats.input_loss_ratio(),
-                                     last_failure=self.stats.last_failure)
+                                     last_failure=self.stats.last_failure,
+                                     activity=ACTIVITY.get(getattr(self.settings, 'mode',
+                                                                   ''), 'localizing'))
         values = {'state': self.state, 'enabled': str(self._enabled), **info,
                   **self.stats.values(self._slot.dropped)}
         self._diagnostics.publish(diagnostic_array(

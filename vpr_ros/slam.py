@@ -147,8 +147,8 @@ class SlamPipeline:
         stamp_ns = int(stamp) if isinstance(stamp, (int, np.integer)) else \
             int(round(float(stamp) * 1e9))
         model = self._camera_model(image)
-        depth = self._depth(stamp_ns, image)
         with self._lock:
+            depth = self._depth(stamp_ns, image)
             result = self._detector.process(image, stamp_ns, odometry, depth=depth,
                                             camera=model)
             if result.keyframe_index is not None:

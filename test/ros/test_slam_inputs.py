@@ -88,7 +88,9 @@ def test_camera_info_is_cached_scaled_and_guessed_with_one_warning_when_missing(
     # /diagnostics: keyframes, database size, loops and why frames closed none
     diagnostics = probe.listen(DiagnosticArray, '/diagnostics')
     assert wait_for(lambda: diagnostics)
-    values = {v.key: v.value for v in diagnostics[-1][1].status[0].values}
+    status = diagnostics[-1][1].status[0]
+    assert status.message == 'active, detecting loops'
+    values = {v.key: v.value for v in status.values}
     assert values['rejected.camera_info'] == '1' and values['keyframes'] == '5'
     assert values['database_size'] == '5' and values['loops_accepted'] == '0'
     assert values['not_accepted.too_recent'] == '5'       # all within min_time_gap_s

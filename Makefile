@@ -9,14 +9,14 @@ PYTEST_ARGS ?=
 
 venv: $(STAMP)
 
-$(STAMP): requirements.txt requirements-ros.txt setup.py package.xml
+$(STAMP): requirements.txt requirements-ros.txt requirements-ray.txt setup.py package.xml
 	@if $(PYTHON) -c 'import rclpy' 2>/dev/null; then \
 		echo 'vpr_ros: using the rclpy of the sourced ROS 2 install'; \
 		$(PYTHON) -m venv --system-site-packages $(VENV) && \
-		$(PY) -m pip install -r requirements.txt; \
+		$(PY) -m pip install -r requirements.txt -r requirements-ray.txt; \
 	else \
 		$(PYTHON) -m venv $(VENV) && \
-		$(PY) -m pip install -r requirements.txt -r requirements-ros.txt; \
+		$(PY) -m pip install -r requirements.txt -r requirements-ray.txt -r requirements-ros.txt; \
 	fi
 	$(PY) -m pip install --no-deps --no-build-isolation -e .
 	touch $@

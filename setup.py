@@ -27,7 +27,7 @@ setup(
     description='Visual place recognition for ROS 2: DINOv2 descriptors, hashed map search, '
                 'pose priors with calibrated covariance.',
     license='MIT',
-    extras_require={'test': ['pytest']},
+    extras_require={'test': ['pytest'], 'ray': ['ray[data]==2.60.0']},
     entry_points={
         'console_scripts': [
             'vpr = vpr_ros.cli:main',

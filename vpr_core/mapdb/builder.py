@@ -90,26 +90,39 @@ def build_map(source: FrameSource, extractor: DescriptorSource,
     logger.info('%d frames, %d without a pose, %d keyframes', len(table.stamps_ns),
                 int((~table.valid).sum()), len(chosen))
     decoded = DecodableFrames(source, table, chosen, config.strict)
-    descriptors, thumbnails = _extract(decoded, extractor, len(chosen), config, progress)
-    chosen = np.asarray(decoded.kept, dtype=np.int64)
+    descriptors, thumbnails = _extract(decoded.batches(config.batch_size), extractor,
+                                       len(chosen), config, progress)
+    return assemble_map(table, extractor, config, decoded.kept, descriptors, thumbnails,
+                        decoded.skipped, out=out, lock_timeout_s=lock_timeout_s)
+
+
+def assemble_map(table: FrameTable, extractor: DescriptorSource, config: BuildConfig,
+                 kept: Sequence[int], descriptors: Descriptors, thumbnails: np.ndarray | None,
+                 skipped: list[dict], *, out: str | Path | None = None,
+                 lock_timeout_s: float | None = None, tool: str = 'vpr build-map'
+                 ) -> MapDatabase:
+    """The map of the ``kept`` frames (ascending indices into ``table``) whose rows of
+    ``descriptors`` (and ``thumbnails``) were computed, with the ``skipped`` undecodable ones
+    named in the manifest; saved atomically to ``out`` when given."""
+    chosen = np.asarray(kept, dtype=np.int64)
     if len(descriptors) != len(chosen):
         raise MapError(f'the source yielded {len(descriptors)} images for {len(chosen)} frames')
-    if decoded.skipped:
+    if skipped:
         logger.warning('skipped %d undecodable frames of %d keyframes (first: %s)',
-                       len(decoded.skipped), len(chosen) + len(decoded.skipped),
+                       len(skipped), len(chosen) + len(skipped),
                        '; '.join(f"{s['name']} at {s['stamp_s']:.3f} s: {s['error']}"
-                                 for s in decoded.skipped[:UNDECODABLE_NAMED]))
+                                 for s in skipped[:UNDECODABLE_NAMED]))
     if not len(chosen):
         raise MapError('no keyframe image could be decoded: nothing to build a map from')
     positions, orientations = compose(table.positions[chosen], table.orientations[chosen],
                                       Pose.from_sequence(config.camera_in_base))
-    manifest = _manifest(table, extractor, config, chosen, positions, descriptors,
-                         decoded.skipped)
+    manifest = _manifest(table, extractor, config, chosen, positions, descriptors, skipped,
+                         tool)
     database = MapDatabase(manifest, descriptors, positions, orientations,
                            table.stamps_ns[chosen], thumbnails=thumbnails,
                            names=table.names[chosen])
     if out is not None:
-        database.save(out, tool='vpr build-map', lock_timeout_s=lock_timeout_s)
+        database.save(out, tool=tool, lock_timeout_s=lock_timeout_s)
     return database
 
 
@@ -122,6 +135,26 @@ class DecodableFrames:
         self.source, self.table, self.chosen, self.strict = source, table, chosen, strict
         self.kept: list[int] = []
         self.skipped: list[dict] = []
+
+    def batches(self, size: int) -> Iterator[list[np.ndarray]]:
+        """The decodable images of each run of ``size`` consecutive chosen frames (a skipped
+        frame leaves its batch one image short), so which images share a forward pass depends
+        on the keyframes only, never on which frames decode; the Ray build
+        (:mod:`vpr_core.mapdb.ray_build`) batches the same way and gets the same bits."""
+        batch: list[np.ndarray] = []
+        group = 0
+        for image in self:
+            slot = len(self.kept) + len(self.skipped) - 1
+            if batch and slot // size != group:
+                yield batch
+                batch = []
+            group = slot // size
+            batch.append(image)
+            if (slot + 1) % size == 0:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
 
     def __iter__(self) -> Iterator[np.ndarray]:
         frames = getattr(self.source, 'frames', None)
@@ -162,34 +195,48 @@ def extract_all(images: Iterable[np.ndarray], extractor: DescriptorSource, count
                 ) -> tuple[Descriptors, np.ndarray | None]:
     """Descriptors of ``count`` images in batches of ``config.batch_size`` (progress bar), and
     their thumbnails [count, h, w, 3] when ``config.thumbnail_size`` is set."""
-    result, thumbnails = _extract(images, extractor, count, config, progress)
+    result, thumbnails = _extract(_batched(images, config.batch_size), extractor, count,
+                                  config, progress)
     if len(result) != count:
         raise MapError(f'the source yielded {len(result)} images for {count} chosen frames')
     return result, thumbnails
 
 
-def _extract(images: Iterable[np.ndarray], extractor: DescriptorSource, total: int,
+def _batched(images: Iterable[np.ndarray], size: int) -> Iterator[list[np.ndarray]]:
+    batch: list[np.ndarray] = []
+    for image in images:
+        batch.append(image)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _extract(batches: Iterable[list[np.ndarray]], extractor: DescriptorSource, total: int,
              config: BuildConfig, progress: bool) -> tuple[Descriptors, np.ndarray | None]:
-    floats, codes, thumbs, batch = [], [], [], []
+    floats, codes, thumbs = [], [], []
+    keep_floats, keep_codes = kept_outputs(extractor, config)
+    with tqdm(total=total, unit='img', desc='map descriptors', disable=not progress) as bar:
+        for batch in batches:
+            if config.thumbnail_size[0] > 0:
+                thumbs.extend(thumbnail(image, config.thumbnail_size) for image in batch)
+            _extract_batch(extractor, batch, floats, codes, bar)
+    result = Descriptors(
+        _stack(floats, (0, extractor.descriptor_dim), np.float32) if keep_floats else None,
+        _stack(codes, (0, extractor.code_bits // 8), np.uint8) if keep_codes else None)
+    return result, (np.stack(thumbs) if thumbs else None)
+
+
+def kept_outputs(extractor: DescriptorSource, config: BuildConfig) -> tuple[bool, bool]:
+    """(keep floats, keep codes) of ``config.store`` for this model; keeping nothing raises."""
     keep_floats = config.store in ('both', 'floats') and extractor.descriptor_dim > 0
     keep_codes = config.store in ('both', 'codes') and extractor.code_bits > 0
     if not keep_floats and not keep_codes:
         raise ConfigError(f"store '{config.store}' keeps nothing: the model gives "
                           f'{extractor.descriptor_dim}-d floats and {extractor.code_bits}-bit '
                           'codes')
-    with tqdm(total=total, unit='img', desc='map descriptors', disable=not progress) as bar:
-        for image in images:
-            batch.append(image)
-            if config.thumbnail_size[0] > 0:
-                thumbs.append(_thumbnail(image, config.thumbnail_size))
-            if len(batch) == config.batch_size:
-                _extract_batch(extractor, batch, floats, codes, bar)
-        if batch:
-            _extract_batch(extractor, batch, floats, codes, bar)
-    result = Descriptors(
-        _stack(floats, (0, extractor.descriptor_dim), np.float32) if keep_floats else None,
-        _stack(codes, (0, extractor.code_bits // 8), np.uint8) if keep_codes else None)
-    return result, (np.stack(thumbs) if thumbs else None)
+    return keep_floats, keep_codes
 
 
 def _extract_batch(extractor: DescriptorSource, batch: list, floats: list, codes: list,
@@ -208,7 +255,8 @@ def _stack(parts: list, empty_shape: tuple[int, int], dtype) -> np.ndarray:
         np.zeros(empty_shape, dtype)
 
 
-def _thumbnail(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def thumbnail(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``image`` resized to ``size`` (height, width) for a map's debug thumbnails."""
     return cv2.resize(np.ascontiguousarray(image), (size[1], size[0]),
                       interpolation=cv2.INTER_AREA)
 
@@ -225,7 +273,7 @@ def manifest_model(extractor: DescriptorSource) -> tuple[dict, dict]:
 
 def _manifest(table: FrameTable, extractor: DescriptorSource, config: BuildConfig,
               chosen: np.ndarray, positions: np.ndarray, descriptors: Descriptors,
-              skipped: list[dict]) -> MapManifest:
+              skipped: list[dict], tool: str) -> MapManifest:
     model, preprocess = manifest_model(extractor)
     z_range = float(np.ptp(positions[:, 2])) if len(positions) else 0.0
     source = dict(table.info, frames=int(len(table.stamps_ns)),
@@ -243,4 +291,4 @@ def _manifest(table: FrameTable, extractor: DescriptorSource, config: BuildConfi
         preprocess=preprocess, model=model, source=source,
         keyframing=dict(to_dict(config.keyframes), applied=table.keyframing,
                         camera_in_base=list(config.camera_in_base)),
-        created=creation_info('vpr build-map'))
+        created=creation_info(tool))

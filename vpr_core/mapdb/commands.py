@@ -4,6 +4,7 @@ Examples::
 
     vpr build-map --images DIR --out MAP [--poses CSV] [--weights W]
     vpr build-map --bag BAG --image-topic T --pose-topic P --out MAP [--append] [--strict]
+    vpr build-map --images DIR --out MAP --engine ray [--address HOST:PORT] [--workers N]
     vpr query --map MAP --images DIR [-k 5] [--sequence]
     vpr map-info MAP
 """
@@ -84,6 +85,15 @@ def _register_build(subparsers) -> None:
     parser.add_argument('--lock-timeout', type=float, default=None, metavar='S',
                         help="wait at most S seconds for another writer's map lock "
                         '(default 120)')
+    parser.add_argument('--engine', choices=('local', 'ray'), default='local',
+                        help='local: this process; ray: Ray Data tasks read, an actor pool '
+                        'describes (the same map; needs requirements-ray.txt)')
+    parser.add_argument('--address', default=None, metavar='ADDR',
+                        help="with --engine ray: join the Ray cluster at ADDR ('auto' or "
+                        'HOST:PORT; default: start a local Ray on loopback)')
+    parser.add_argument('--workers', type=int, default=0, metavar='N',
+                        help='with --engine ray: describing actors (default: one per GPU, '
+                        'else one per CPU of the cluster)')
     parser.set_defaults(func=run_build)
 
 
@@ -134,12 +144,16 @@ def run_build(args: argparse.Namespace) -> int:
     if args.strict:
         overrides.append('strict=true')
     config = load_config(BuildConfig, args.config, [*overrides, *args.set])
+    if args.engine != 'ray' and (args.address or args.workers):
+        raise ConfigError('--address and --workers need --engine ray')
     extractor = load_extractor(args)
-    source = _TableOnce(_source(args, config.pose_tolerance_s))
+    raw = _source(args, config.pose_tolerance_s)
+    source = _TableOnce(raw)
     if args.append and map_exists(args.out):
         _check_append(args.out, extractor, source.table(), config)
-    built = build_map(source, extractor, config, out=None if args.append else args.out,
-                      progress=not args.no_progress, lock_timeout_s=args.lock_timeout)
+    build = _ray_build(args, raw) if args.engine == 'ray' else build_map
+    built = build(source, extractor, config, out=None if args.append else args.out,
+                  progress=not args.no_progress, lock_timeout_s=args.lock_timeout)
     database = append_to_map(args.out, built, tool='vpr build-map --append',
                              lock_timeout_s=args.lock_timeout) if args.append else built
     info = built.manifest.source
@@ -148,6 +162,19 @@ def run_build(args: argparse.Namespace) -> int:
           f"({info.get('frames_without_pose', 0)} without a pose{_undecodable(info)}), model "
           f'{database.fingerprint[:16]}, id {database.manifest.map_id}')
     return 0
+
+
+def _ray_build(args: argparse.Namespace, raw):
+    """``build_map``'s shape over the Ray engine (``raw``: the unwrapped source)."""
+    from vpr_core.mapdb.ray_build import build_map_ray, RayConfig
+    from vpr_core.mapdb.ray_worker import ModelSpec
+    ray_config = RayConfig(address=args.address, workers=args.workers)
+
+    def build(source, extractor, config, **kwargs):
+        make = None if args.pixels else ModelSpec.of(extractor, args.device, args.backend)
+        return build_map_ray(raw, extractor, config, ray_config=ray_config,
+                             worker_extractor=make, **kwargs)
+    return build
 
 
 def _undecodable(info: dict) -> str:

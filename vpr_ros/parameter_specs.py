@@ -165,6 +165,9 @@ FIELD_TABLE: dict[str, tuple[str, tuple[float, float] | None]] = {
                                      'aside (small images, features none)', (1, 1000)),
     'loops.max_verifications': ('consistent candidates verified per keyframe, best first',
                                 (1, 100)),
+    'loops.evidence_inliers': ('inliers that make a loop at once; fewer need the previous '
+                               "keyframe's verified neighbour, the two summing to this",
+                               (0, 100000)),
     'loops.verify.features': ('local features for geometric verification: orb, sift or none '
                               '(off)', None),
     'loops.verify.max_features': ('keypoints kept per image', (8, 100000)),

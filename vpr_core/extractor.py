@@ -15,7 +15,7 @@ never lets batching decide that; ``crossimage_policy`` fixes it:
 Models without a cross-image encoder ignore the policy: any batching gives the same result.
 
 ``backend`` picks what runs the forward pass (:mod:`vpr_core.backends`): ``torch`` (default),
-``onnxruntime`` or ``auto``. The descriptors agree across backends to float rounding, so the
+``onnxruntime``, ``tensorrt`` (CUDA) or ``auto``. The descriptors agree across backends to float rounding, so the
 model ``fingerprint`` stays the compatibility key; :attr:`Extractor.backend` names the one in
 use for manifests and diagnostics.
 """
@@ -46,9 +46,10 @@ CROSSIMAGE_POLICIES = ('single', 'fixed_batch')
 class Extractor:
     """Computes global descriptors of RGB images with one model on one device.
 
-    ``fp16`` None: autocast fp16 on CUDA, float32 on CPU (torch backend). ``batch_size``
+    ``fp16`` None: fp16 on CUDA (torch autocast or a TensorRT fp16 engine), float32 on CPU.
+    ``batch_size``
     bounds how many images share a forward pass (memory), never what a descriptor is.
-    ``backend``: ``torch``, ``onnxruntime`` or ``auto`` (:mod:`vpr_core.backends`);
+    ``backend``: ``torch``, ``onnxruntime``, ``tensorrt`` or ``auto`` (:mod:`vpr_core.backends`);
     ``onnx_cache`` overrides where the ONNX graph is cached.
     """
 
@@ -67,7 +68,7 @@ class Extractor:
                                        cache=onnx_cache)
         self.model = model
         torch_backend = isinstance(self._backend, TorchBackend)
-        self.fp16 = self._backend.fp16 if torch_backend else False
+        self.fp16 = bool(getattr(self._backend, 'fp16', False))
         # onnxruntime takes host arrays: preprocess where its input lives
         self._input_device = self.device if torch_backend else torch.device('cpu')
         self.batch_size = int(batch_size)
@@ -103,7 +104,8 @@ class Extractor:
 
     @property
     def backend(self) -> str:
-        """The inference backend in use: ``torch`` or ``onnxruntime`` (``auto`` resolved)."""
+        """The inference backend in use: ``torch``, ``onnxruntime`` or ``tensorrt`` (``auto``
+        resolved)."""
         return self._backend.name
 
     @property

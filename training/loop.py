@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -68,9 +69,12 @@ class MaskCapture:
 
 def train_step(model: VPRModel, batch, criterion: Criterion, optimizer, scheduler,
                scaler, device: torch.device, amp: bool, capture: MaskCapture | None = None,
-               grad_clip: float | None = None, bank: ProxyBank | None = None) -> float:
+               grad_clip: float | None = None, bank: ProxyBank | None = None,
+               gather: Callable | None = None) -> float:
     """Forward, loss, backward, optimizer and scheduler step on one place-major batch;
-    ``bank`` (proxy mining) collects the batch's descriptors."""
+    ``bank`` (proxy mining) collects the batch's descriptors. Under torchrun, ``gather``
+    (:meth:`training.distributed.Distributed.gather_batch`) joins every rank's outputs,
+    labels and masks, so the loss is the global batch's on every rank."""
     images, labels, masks = batch
     images, labels = images.to(device, non_blocking=True), labels.to(device)
     masks = masks.to(device) if masks is not None else None
@@ -81,6 +85,8 @@ def train_step(model: VPRModel, batch, criterion: Criterion, optimizer, schedule
         outputs = model(images)
     predicted = capture.mask if capture is not None else None
     outputs = _to_float(outputs)
+    if gather is not None:
+        outputs, labels, masks, predicted = gather(outputs, labels, masks, predicted)
     loss = criterion(outputs, labels, masks, predicted)
     if bank is not None:
         bank.add(labels, criterion.embedding(outputs))

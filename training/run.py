@@ -18,15 +18,15 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from training import factory
+from training import distributed, factory
 from training.config import TrainConfig
+from training.distributed import Distributed, RankShare
 from training.loop import Criterion, MaskCapture, train_step
 from training.record import RunRecord
 from training.sampler import collate_places, PlaceBatchSampler, PlaceImages, ProxyBank
 from training.stage import train_mode
 from training.state import load_train_state, save_train_state
 from training.whiten import run_whitening
-from vpr_core.devices import select_device
 from vpr_core.model.checkpoint import save_model
 
 logger = logging.getLogger(__name__)
@@ -42,14 +42,27 @@ def seed_everything(seed: int) -> None:
 
 
 def train(cfg: TrainConfig, run_dir: Path, resume: bool = False) -> dict:
-    """Run (or resume) training; returns the final progress dict (best score, epochs, ...)."""
+    """Run (or resume) training; returns the final progress dict (best score, epochs, ...).
+
+    Launched by ``torchrun`` with more than one process, the ranks train one model with
+    DistributedDataParallel (``training.distributed``); rank 0 validates and writes the run
+    folder, and every rank returns rank 0's progress.
+    """
     seed_everything(cfg.seed)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
         cv2.setNumThreads(cfg.threads)
     if cfg.stage == 'whiten':
         return run_whitening(cfg, run_dir)
-    device = select_device(cfg.device)
+    job = distributed.from_environment(cfg.device)
+    try:
+        return _train(cfg, Path(run_dir), resume, job)
+    finally:
+        job.close()
+
+
+def _train(cfg: TrainConfig, run_dir: Path, resume: bool, job: Distributed) -> dict:
+    device = job.device(cfg.device)
     model = factory.build(cfg).to(device)
     places = factory.places(cfg)
     if cfg.stage == 'supervlad' and cfg.init_from is None and not resume:
@@ -58,65 +71,76 @@ def train(cfg: TrainConfig, run_dir: Path, resume: bool = False) -> dict:
                                 cfg.seed, cfg.sampler.block_frames, cfg.sampler.proxy_group)
     dataset = PlaceImages(places, factory.transform(cfg, model), cfg.sampler.images_per_place,
                           factory.mask_size(model) if cfg.stage == 'ham_mask' else None)
-    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_places,
+    batches = RankShare(sampler, job.rank, job.world_size) if job.active else sampler
+    loader = DataLoader(dataset, batch_sampler=batches, collate_fn=collate_places,
                         num_workers=cfg.data.workers, pin_memory=device.type == 'cuda')
     steps = cfg.steps_per_epoch or len(sampler)
     optimizer, scheduler = factory.optimizer(model, cfg, steps)
     scaler = torch.amp.GradScaler('cuda', enabled=cfg.amp and device.type == 'cuda')
-    record = RunRecord(run_dir, cfg)
+    record = RunRecord(run_dir, cfg) if job.is_main else None
     progress = {'epoch': 0, 'best_score': None, 'best_epoch': None, 'stale': 0,
                 'seconds': 0.0}
     if resume:
         progress, proxies = load_train_state(run_dir / 'train_state.safetensors', optimizer,
                                              scheduler, scaler)
         sampler.set_proxies(proxies)
-        record.load_history()
+        if record is not None:
+            record.load_history()
         model.load_state_dict(_last_weights(run_dir))
         logger.info('resuming %s after epoch %d', run_dir, progress['epoch'])
-    validation = factory.validation(cfg)
+    network = job.wrap(model, device)
+    validation = factory.validation(cfg) if job.is_main else None
+    validated = cfg.validation.kind != 'none'
     criterion = Criterion.from_config(cfg)
     capture = MaskCapture(model) if cfg.stage == 'ham_mask' else None
     start = time.perf_counter() - progress['seconds']
     for epoch in range(progress['epoch'] + 1, cfg.epochs + 1):
         sampler.set_epoch(epoch)
-        train_mode(model, cfg.freeze_bn_stats)
+        train_mode(network, cfg.freeze_bn_stats)
         bank = ProxyBank(places) if cfg.sampler.proxy_group else None
-        losses = _epoch(model, loader, steps, criterion, optimizer, scheduler, scaler, device,
-                        cfg, capture, epoch, start, bank)
+        losses = _epoch(network, loader, steps, criterion, optimizer, scheduler, scaler,
+                        device, cfg, capture, epoch, start, bank, job)
         proxies = bank.proxies() if bank is not None else None
         sampler.set_proxies(proxies)
         progress['seconds'] = time.perf_counter() - start
-        metrics = None
-        out_of_time = _out_of_time(cfg, start)
-        if validation is not None and (epoch % cfg.validation.every_epochs == 0 or
-                                       epoch == cfg.epochs or out_of_time):
-            metrics = validation.run(model, device, cfg.validation.batch_size)
-        improved = _select(progress, metrics, epoch, validation is not None)
+        out_of_time = job.agree(_out_of_time(cfg, start))
+        if job.is_main:
+            metrics = None
+            if validation is not None and (epoch % cfg.validation.every_epochs == 0 or
+                                           epoch == cfg.epochs or out_of_time):
+                metrics = validation.run(model, device, cfg.validation.batch_size)
+            improved = _select(progress, metrics, epoch, validated)
+            progress['epoch'] = epoch
+            _save(model, optimizer, scheduler, scaler, progress, record, epoch, metrics,
+                  improved, proxies)
+            record.add_epoch(epoch, losses, scheduler.get_last_lr()[0], metrics,
+                             progress['seconds'])
         progress['epoch'] = epoch
-        _save(model, optimizer, scheduler, scaler, progress, record, epoch, metrics, improved,
-              proxies)
-        record.add_epoch(epoch, losses, scheduler.get_last_lr()[0], metrics,
-                         progress['seconds'])
-        if out_of_time or _patience_over(cfg, progress):
+        if job.agree(out_of_time or _patience_over(cfg, progress)):
             logger.info('stopping after epoch %d (%s)', epoch,
                         'time limit' if out_of_time else 'no improvement')
             break
-    record.finish(progress)
-    return progress
+    if record is not None:
+        record.finish(progress)
+    return job.broadcast(progress)
 
 
 def _epoch(model, loader, steps, criterion, optimizer, scheduler, scaler, device, cfg,
-           capture, epoch, start, bank) -> list[float]:
+           capture, epoch, start, bank, job) -> list[float]:
     losses = []
-    bar = tqdm(total=steps, desc=f'epoch {epoch}/{cfg.epochs}', unit='step', leave=False)
+    gather = job.gather_batch if job.active else None
+    bar = tqdm(total=steps, desc=f'epoch {epoch}/{cfg.epochs}', unit='step', leave=False,
+               disable=not job.is_main)
     with bar:
         while len(losses) < steps:
             for batch in loader:
                 losses.append(train_step(model, batch, criterion, optimizer, scheduler, scaler,
-                                         device, cfg.amp, capture, cfg.optim.grad_clip, bank))
+                                         device, cfg.amp, capture, cfg.optim.grad_clip, bank,
+                                         gather))
                 bar.update(1)
                 bar.set_postfix(loss=f'{np.mean(losses[-cfg.log_every:]):.4f}')
-                if len(losses) >= steps or _out_of_time(cfg, start):
+                if len(losses) >= steps or (cfg.time_limit_min is not None and
+                                            job.agree(_out_of_time(cfg, start))):
                     return losses
     return losses
 

@@ -53,6 +53,7 @@ def main() -> int:
     parser.add_argument('--batch-size', type=int, default=16, help='keyframes per group')
     args = parser.parse_args()
     os.environ.setdefault('RAY_USAGE_STATS_ENABLED', '0')
+    os.environ.setdefault('RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER', '0')    # bind to 127.0.0.1
     apply_thread_policy(1)
     import ray
     files = sorted((NORDLAND / 'summer').glob('*.png'))[:args.frames]

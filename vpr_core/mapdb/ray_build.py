@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -41,6 +42,7 @@ logger = logging.getLogger(__name__)
 
 INSTALL_HINT = "pip install -r requirements-ray.txt (or pip install 'vpr_ros[ray]')"
 MAX_BLOCKS = 1000       # dataset blocks of group rows (a block holds one or more groups)
+LOOPBACK_ONLY = 'RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER'     # '0': Ray's single-machine mode
 
 
 @dataclass(frozen=True)
@@ -85,8 +87,8 @@ def build_map_ray(source: ImageFolderSource | BagSource, extractor: DescriptorSo
         raise MapError('no keyframe to build a map from')
     reader = make_reader(source, table)
     make = worker_extractor or default_worker_extractor(extractor)
-    ray = _import_ray()
     started = connect(ray_config)
+    ray = _import_ray()
     try:
         rows = _run(ray, table, chosen, reader, make, config, ray_config, progress)
         gathered = _gather(rows, table, chosen, config, extractor.fingerprint, progress)
@@ -122,15 +124,26 @@ def _copy_of(extractor: DescriptorSource) -> DescriptorSource:
 
 
 def connect(ray_config: RayConfig) -> bool:
-    """Join or start Ray; True when this call started it (and must stop it)."""
-    ray = _import_ray()
+    """Join or start Ray; True when this call started it (and must stop it).
+
+    A local Ray runs in Ray's single-machine mode (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``,
+    read when ``ray`` is imported, set here unless given): every Ray process binds to
+    127.0.0.1 and nothing listens on another interface.
+    """
     os.environ.setdefault('RAY_USAGE_STATS_ENABLED', '0')
+    late = 'ray' in sys.modules and LOOPBACK_ONLY not in os.environ
+    if not ray_config.address:
+        os.environ.setdefault(LOOPBACK_ONLY, '0')
+    ray = _import_ray()
     if ray.is_initialized():
         return False
     if ray_config.address:
         logger.info('joining the Ray cluster at %s', ray_config.address)
         ray.init(address=ray_config.address, configure_logging=False)
     else:
+        if late or os.environ.get(LOOPBACK_ONLY) != '0':
+            logger.warning('%s was not 0 when ray was imported: the local Ray may listen on '
+                           'every interface', LOOPBACK_ONLY)
         logger.info('starting a local Ray (loopback only)')
         ray.init(address='local', num_cpus=ray_config.local_cpus, include_dashboard=False,
                  _node_ip_address='127.0.0.1', configure_logging=False)

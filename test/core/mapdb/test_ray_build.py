@@ -21,6 +21,9 @@ from vpr_core.mapdb.keyframe import KeyframeConfig
 from vpr_core.mapdb.pose import Pose, quaternions_from_yaw
 from vpr_core.mapdb.source import BagSource, ImageFolderSource
 
+# Ray's single-machine mode: every Ray process binds to 127.0.0.1 (read at import).
+os.environ.setdefault('RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER', '0')
+os.environ.setdefault('RAY_USAGE_STATS_ENABLED', '0')
 ray = pytest.importorskip('ray')
 from vpr_core.mapdb.ray_build import build_map_ray, RayConfig  # noqa: E402
 
@@ -32,7 +35,6 @@ TWO_WORKERS = RayConfig(workers=2)
 @pytest.fixture(scope='module', autouse=True)
 def local_ray():
     """A two-CPU Ray on 127.0.0.1 for this module."""
-    os.environ['RAY_USAGE_STATS_ENABLED'] = '0'
     if ray.is_initialized():
         ray.shutdown()
     ray.init(address='local', num_cpus=2, include_dashboard=False, _node_ip_address='127.0.0.1',

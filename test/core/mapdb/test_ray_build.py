@@ -1,8 +1,8 @@
-"""``vpr build-map --engine ray`` on a real local Ray (loopback only, two CPUs, two describing
-actors): the map equals the single-process map bit for bit, and a failing worker leaves no map.
+"""``vpr build-map --engine ray`` on a real Ray cluster of two nodes on this host (a head and
+one worker node, one CPU each, both bound to 127.0.0.1), joined by address as ``--address``
+does: the map equals the single-process map bit for bit, and a failing worker leaves no map.
 
-Ray is started once here and shut down at the end of the module; the builds find it running
-and use it, as they would a cluster joined with ``--address``.
+The cluster is started here and shut down at the end of the module.
 """
 import os
 
@@ -29,20 +29,27 @@ from vpr_core.mapdb.ray_build import build_map_ray, RayConfig  # noqa: E402
 
 SECOND = 1_000_000_000
 ARRAYS = ('floats', 'codes', 'positions', 'orientations', 'stamps_ns', 'thumbnails', 'names')
-TWO_WORKERS = RayConfig(workers=2)
 
 
-@pytest.fixture(scope='module', autouse=True)
-def local_ray():
-    """A two-CPU Ray on 127.0.0.1 for this module."""
+@pytest.fixture(scope='module')
+def cluster() -> str:
+    """Address of a two-node Ray cluster on 127.0.0.1 (one CPU per node)."""
+    from ray.cluster_utils import Cluster
     if ray.is_initialized():
         ray.shutdown()
-    ray.init(address='local', num_cpus=2, include_dashboard=False, _node_ip_address='127.0.0.1',
-             configure_logging=False, log_to_driver=False)
+    local = Cluster(initialize_head=True,
+                    head_node_args={'num_cpus': 1, 'include_dashboard': False})
     try:
-        yield
+        local.add_node(num_cpus=1)
+        local.wait_for_nodes(timeout=60)
+        yield local.address
     finally:
-        ray.shutdown()
+        local.shutdown()
+
+
+@pytest.fixture
+def two_workers(cluster) -> RayConfig:
+    return RayConfig(address=cluster, workers=2)
 
 
 @pytest.fixture(scope='module')
@@ -77,21 +84,22 @@ def assert_same_map(single: MapDatabase, distributed: MapDatabase, single_dir, r
     assert saved[1].manifest.created['tool'] == 'vpr build-map --engine ray'
 
 
-def test_image_folder_map_equals_the_single_process_map(extractor, frames, tmp_path):
+def test_image_folder_map_equals_the_single_process_map(extractor, frames, two_workers,
+                                                        tmp_path):
     folder = write_folder(tmp_path / 'images', frames)
     (folder / '0011.png').write_bytes(b'\x89PNG\r\n\x1a\n truncated')   # undecodable: skipped
     source = ImageFolderSource(folder)
     config = BuildConfig(batch_size=8, thumbnail_size=(8, 16))
     single = build_map(source, extractor, config, out=tmp_path / 'single', progress=False)
     distributed = build_map_ray(source, extractor, config, out=tmp_path / 'ray',
-                                ray_config=TWO_WORKERS,
+                                ray_config=two_workers,
                                 progress=False)
     assert distributed.size == single.size == len(frames) - 1
     assert distributed.manifest.source['undecodable'][0]['name'] == '0011.png'
     assert_same_map(single, distributed, tmp_path / 'single', tmp_path / 'ray')
 
 
-def test_bag_map_equals_the_single_process_map(extractor, frames, tmp_path):
+def test_bag_map_equals_the_single_process_map(extractor, frames, two_workers, tmp_path):
     bag = tmp_path / 'bag'
     with BagWriter(bag, 'sqlite3') as writer:
         for k in range(2 * len(frames) + 2):
@@ -107,7 +115,7 @@ def test_bag_map_equals_the_single_process_map(extractor, frames, tmp_path):
     config = BuildConfig(keyframes=KeyframeConfig(min_distance_m=6.0), batch_size=4)
     single = build_map(source, extractor, config, out=tmp_path / 'single', progress=False)
     distributed = build_map_ray(source, extractor, config, out=tmp_path / 'ray',
-                                ray_config=TWO_WORKERS,
+                                ray_config=two_workers,
                                 progress=False)
     assert 8 < distributed.size < 20        # every other frame a keyframe, one undecodable
     assert distributed.manifest.source['frames_undecodable'] == 1
@@ -132,7 +140,8 @@ class FailingExtractor:
         return self.inner.extract(images)
 
 
-def test_a_failing_worker_gives_a_clear_error_and_no_map(extractor, frames, tmp_path):
+def test_a_failing_worker_gives_a_clear_error_and_no_map(extractor, frames, two_workers,
+                                                         tmp_path):
     import sys
     from ray import cloudpickle
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -141,29 +150,29 @@ def test_a_failing_worker_gives_a_clear_error_and_no_map(extractor, frames, tmp_
     with pytest.raises(MapError, match='a Ray worker failed, no map was written: '
                                        'RuntimeError: injected failure'):
         build_map_ray(source, extractor, BuildConfig(batch_size=4), out=out,
-                      ray_config=TWO_WORKERS,
+                      ray_config=two_workers,
                       worker_extractor=FailingExtractor, progress=False)
     assert not out.exists()
 
 
-def test_strict_build_names_the_undecodable_frame(extractor, frames, tmp_path):
+def test_strict_build_names_the_undecodable_frame(extractor, frames, two_workers, tmp_path):
     folder = write_folder(tmp_path / 'images', frames[:10])
     (folder / '0006.png').write_bytes(b'not a png at all')
     out = tmp_path / 'map'
     with pytest.raises(MapError, match=r'UnsupportedImageError: frame 0006\.png'):
         build_map_ray(ImageFolderSource(folder), extractor,
                       BuildConfig(batch_size=4, strict=True), out=out,
-                      ray_config=TWO_WORKERS, progress=False)
+                      ray_config=two_workers, progress=False)
     assert not out.exists()
 
 
-def test_build_map_command_with_the_ray_engine(frames, tmp_path, capsys):
+def test_build_map_command_with_the_ray_engine(frames, cluster, tmp_path, capsys):
     folder = write_folder(tmp_path / 'images', frames[:12])
     assert main(['build-map', '--images', str(folder), '--out', str(tmp_path / 'single'),
                  '--no-progress', '--batch-size', '4']) == 0
     assert main(['build-map', '--images', str(folder), '--out', str(tmp_path / 'ray'),
                  '--no-progress', '--batch-size', '4', '--engine', 'ray',
-                 '--workers', '2']) == 0
+                 '--address', cluster, '--workers', '2']) == 0
     single, distributed = (MapDatabase.load(tmp_path / name) for name in ('single', 'ray'))
     assert single.manifest.map_id == distributed.manifest.map_id
     assert np.array_equal(single.floats, distributed.floats)

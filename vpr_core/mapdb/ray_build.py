@@ -90,7 +90,7 @@ def build_map_ray(source: ImageFolderSource | BagSource, extractor: DescriptorSo
     started = connect(ray_config)
     ray = _import_ray()
     try:
-        rows = _run(ray, table, chosen, reader, make, config, ray_config, progress)
+        rows = _run(ray, table, chosen, reader, make, config, ray_config)
         gathered = _gather(rows, table, chosen, config, extractor.fingerprint, progress)
     finally:
         if started:
@@ -136,6 +136,7 @@ def connect(ray_config: RayConfig) -> bool:
         os.environ.setdefault(LOOPBACK_ONLY, '0')
     ray = _import_ray()
     if ray.is_initialized():
+        logger.info('using the Ray this process is already connected to')
         return False
     if ray_config.address:
         logger.info('joining the Ray cluster at %s', ray_config.address)
@@ -160,7 +161,8 @@ def worker_resources(ray_config: RayConfig, cluster: dict) -> tuple[int, dict]:
     return count, {'num_cpus': 1}
 
 
-def _run(ray, table, chosen, reader, make, config, ray_config, progress):
+def _run(ray, table, chosen, reader, make, config, ray_config):
+    """The (lazy) dataset of described groups."""
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True
     context.enable_progress_bars = False

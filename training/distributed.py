@@ -162,17 +162,19 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
             return super().forward(x)
         channels = x.shape[1]
         dims = [0, *range(2, x.dim())]
-        count = torch.full((1,), x.numel() / channels, dtype=x.dtype, device=x.device)
-        sums = dist_nn.all_reduce(torch.cat([x.sum(dims), (x * x).sum(dims), count]))
+        # statistics in float32 whatever autocast made x (as torch's own BatchNorm does)
+        xf = x.float()
+        count = torch.full((1,), x.numel() / channels, dtype=xf.dtype, device=x.device)
+        sums = dist_nn.all_reduce(torch.cat([xf.sum(dims), (xf * xf).sum(dims), count]))
         total = sums[-1]
         mean = sums[:channels] / total
         var = (sums[channels:2 * channels] / total - mean * mean).clamp_min(0.0)
         self._track(mean.detach(), var.detach(), float(total.detach()))
         shape = [1, channels] + [1] * (x.dim() - 2)
-        y = (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
+        y = (xf - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
         if self.affine:
-            y = y * self.weight.view(shape) + self.bias.view(shape)
-        return y
+            y = y * self.weight.float().view(shape) + self.bias.float().view(shape)
+        return y.to(x.dtype)
 
     @torch.no_grad()
     def _track(self, mean: torch.Tensor, var: torch.Tensor, total: float) -> None:

@@ -4,7 +4,9 @@ does: the map equals the single-process map bit for bit, and a failing worker le
 
 The cluster is started here and shut down at the end of the module.
 """
+import contextlib
 import os
+import signal
 
 import cv2
 import numpy as np
@@ -31,17 +33,40 @@ SECOND = 1_000_000_000
 ARRAYS = ('floats', 'codes', 'positions', 'orientations', 'stamps_ns', 'thumbnails', 'names')
 
 
+@contextlib.contextmanager
+def deadline(seconds: int):
+    """Raise TimeoutError in this (main) thread after ``seconds``: a stuck Ray fails the test
+    instead of hanging the suite."""
+    def expire(signum, frame):
+        raise TimeoutError(f'Ray test step ran past {seconds} s')
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.fixture(autouse=True)
+def bounded():
+    with deadline(180):
+        yield
+
+
 @pytest.fixture(scope='module')
 def cluster() -> str:
     """Address of a two-node Ray cluster on 127.0.0.1 (one CPU per node)."""
     from ray.cluster_utils import Cluster
     if ray.is_initialized():
         ray.shutdown()
-    local = Cluster(initialize_head=True,
-                    head_node_args={'num_cpus': 1, 'include_dashboard': False})
+    with deadline(120):
+        local = Cluster(initialize_head=True,
+                        head_node_args={'num_cpus': 1, 'include_dashboard': False})
     try:
-        local.add_node(num_cpus=1)
-        local.wait_for_nodes(timeout=60)
+        with deadline(120):
+            local.add_node(num_cpus=1)
+            local.wait_for_nodes(timeout=60)
         yield local.address
     finally:
         local.shutdown()

@@ -14,10 +14,10 @@ never lets batching decide that; ``crossimage_policy`` fixes it:
 
 Models without a cross-image encoder ignore the policy: any batching gives the same result.
 
-``backend`` picks what runs the forward pass (:mod:`vpr_core.backends`): ``torch`` (default),
-``onnxruntime``, ``tensorrt`` (CUDA) or ``auto``. The descriptors agree across backends to float rounding, so the
-model ``fingerprint`` stays the compatibility key; :attr:`Extractor.backend` names the one in
-use for manifests and diagnostics.
+``backend`` picks what runs the forward pass (:mod:`vpr_core.backends`): ``torch``
+(default), ``onnxruntime``, ``tensorrt`` (CUDA) or ``auto``. The descriptors agree across
+backends to float rounding, so the model ``fingerprint`` stays the compatibility key;
+:attr:`Extractor.backend` names the one in use for manifests and diagnostics.
 """
 from __future__ import annotations
 

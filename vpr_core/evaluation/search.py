@@ -1,8 +1,11 @@
-"""Exact retrieval for evaluation: float L2, binary Hamming, and Hamming top-K + float re-rank.
+"""Exact retrieval for ``vpr evaluate``: the node's own search, plus full distance matrices.
 
-These follow the seeds' evaluation code: ``IndexFlatL2`` on L2-normalised floats (cosine
-ranking), ``IndexBinaryFlat`` on MSB-first packed codes, and re-ranking that re-orders only the
-K Hamming candidates by float L2 distance (candidates outside the K are never recovered).
+:func:`rank` runs :class:`~vpr_core.mapdb.index.PlaceIndex` (flat indexes: exact) in the
+mode asked for, so single-frame figures come from the search the node runs: float cosine,
+binary Hamming (ties by smaller place), or the Hamming top-``rerank_k`` re-ordered by the
+float descriptor (candidates outside them are never recovered; ``rerank_k`` 0: the node's
+automatic depth). :func:`distance_matrix` gives every query-place distance for offline
+sequence matching, from the same Hamming and top-k kernels (:mod:`vpr_core.mapdb.kernels`).
 """
 from __future__ import annotations
 
@@ -13,16 +16,21 @@ from typing import Literal
 import faiss
 import numpy as np
 
-from vpr_core.descriptors import Descriptors, RERANK_K, unpack_codes
+from vpr_core.descriptors import Descriptors, RERANK_K
 from vpr_core.errors import ConfigError
+from vpr_core.mapdb.index import PlaceIndex, rerank_depth, SearchConfig
+from vpr_core.mapdb.kernels import hamming_distances, top_k_smallest
 
 Mode = Literal['float', 'hash', 'rerank']
 MODES = ('float', 'hash', 'rerank')
+# vpr evaluate's mode -> the node's search mode
+SEARCH_MODE = {'float': 'float', 'hash': 'binary', 'rerank': 'rerank'}
 
 
 @dataclass(frozen=True)
 class Ranking:
-    """``indices`` / ``distances``: [Q, K] best first; ``seconds``: stage -> per-query times."""
+    """``indices`` / ``distances``: [Q, K] best first (squared L2 of the unit floats, or
+    Hamming bits in ``hash`` mode); ``seconds``: stage -> per-query times."""
 
     indices: np.ndarray
     distances: np.ndarray
@@ -41,43 +49,44 @@ def check_mode(mode: str, database: Descriptors) -> None:
                           '(use --mode float)')
 
 
+def place_index(database: Descriptors, mode: Mode, k: int, rerank_k: int = RERANK_K
+                ) -> PlaceIndex:
+    """The exact (flat) :class:`PlaceIndex` over ``database`` that ``mode`` searches."""
+    check_mode(mode, database)
+    floats = None if mode == 'hash' else database.floats
+    codes = None if mode == 'float' else database.codes
+    bits = 0 if codes is None else codes.shape[1] * 8
+    config = SearchConfig(mode=SEARCH_MODE[mode], top_k=k, rerank_k=rerank_k, index='flat',
+                          device='cpu')
+    return PlaceIndex(floats, codes, bits, config)
+
+
 def rank(database: Descriptors, queries: Descriptors, mode: Mode, k: int,
          rerank_k: int = RERANK_K, timed_queries: int = 200) -> Ranking:
-    """Top-``k`` database indices of every query (``rerank``: top ``max(k, rerank_k)``).
+    """Top-``k`` database indices of every query.
 
-    The first ``timed_queries`` queries are also searched one by one to time each stage.
+    The first ``timed_queries`` queries are also searched one by one to time each stage
+    (``search``; in ``rerank`` mode ``search`` is the Hamming stage and ``rerank`` the float
+    one).
     """
-    check_mode(mode, database)
     k = max(1, min(k, len(database)))
-    if mode == 'float':
-        index = _float_index(database.floats)
-        distances, indices = index.search(_f32(queries.floats), k)
-        seconds = {'search': _time_each(lambda q: index.search(q, k), queries.floats,
-                                        timed_queries)}
-        return Ranking(indices, distances, seconds)
-    index = _binary_index(database.codes)
-    depth = k if mode == 'hash' else max(1, min(max(k, rerank_k), len(database)))
-    distances, indices = index.search(np.ascontiguousarray(queries.codes), depth)
-    seconds = {'search': _time_each(lambda q: index.search(q, depth), queries.codes,
-                                    timed_queries)}
-    if mode == 'hash':
-        return Ranking(indices, distances.astype(np.float32), seconds)
-    indices, distances = rerank(database.floats, queries.floats, indices)
-    seconds['rerank'] = _time_each_pair(database.floats, queries.floats, indices, timed_queries)
-    return Ranking(indices, distances, seconds)
-
-
-def rerank(database: np.ndarray, queries: np.ndarray,
-           candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Re-order ``candidates`` [Q, K] by squared L2 between float descriptors (stable)."""
-    distances = np.empty(candidates.shape, dtype=np.float64)
-    for start in range(0, len(candidates), 256):
-        rows = slice(start, start + 256)
-        gathered = database[candidates[rows]]                         # [q, K, D]
-        distances[rows] = ((gathered - queries[rows, None, :]) ** 2).sum(-1)
-    order = np.argsort(distances, axis=1, kind='stable')
-    return (np.take_along_axis(candidates, order, axis=1),
-            np.take_along_axis(distances, order, axis=1).astype(np.float32))
+    index = place_index(database, mode, k, rerank_k)
+    hits = index.search(queries, k)
+    distances = hits.distances.astype(np.float32)
+    if mode != 'rerank':
+        seconds = {'search': _time_each(lambda i: index.search(queries[i:i + 1], k),
+                                        min(timed_queries, len(queries)))}
+        return Ranking(hits.indices, distances, seconds)
+    depth = max(k, index.rerank_depth())
+    stages: dict[str, list[float]] = {'search': [], 'rerank': []}
+    for i in range(min(timed_queries, len(queries))):
+        tic = time.perf_counter()
+        candidates, _ = index.binary_candidates(queries.codes[i:i + 1], depth, ordered=False)
+        middle = time.perf_counter()
+        index.rerank(queries.floats[i:i + 1], candidates, k)
+        stages['search'].append(middle - tic)
+        stages['rerank'].append(time.perf_counter() - middle)
+    return Ranking(hits.indices, distances, stages)
 
 
 def distance_matrix(database: Descriptors, queries: Descriptors, mode: Mode,
@@ -85,21 +94,22 @@ def distance_matrix(database: Descriptors, queries: Descriptors, mode: Mode,
     """[Q, N] distances for sequence matching (lower is better).
 
     ``float``: squared L2; ``hash``: Hamming distance / bits; ``rerank``: squared L2 for the
-    Hamming top-``rerank_k`` candidates and, elsewhere, the largest of those candidate
-    distances in the row: the first stage ranked every other place below all of them, and
-    its float distance was never computed. (The largest possible distance, 4, would let one
-    frame whose true place missed the candidates sink a true trajectory; on the Nordland
-    validation split it gave 3-frame sequence R@1 0.804 against 0.880.)
+    Hamming top-``rerank_k`` candidates (0: the node's automatic depth) and, elsewhere, the
+    largest of those candidate distances in the row: the first stage ranked every other place
+    below all of them, and its float distance was never computed. (The largest possible
+    distance, 4, would let one frame whose true place missed the candidates sink a true
+    trajectory; on the Nordland validation split it gave 3-frame sequence R@1 0.804 against
+    0.880.)
     """
     check_mode(mode, database)
     if mode == 'float':
         return _squared_l2(database.floats, queries.floats)
     bits = database.codes.shape[1] * 8
-    hamming = _hamming(database.codes, queries.codes, bits)
+    hamming = hamming_distances(queries.codes, database.codes)
     if mode == 'hash':
-        return hamming / bits
-    depth = max(1, min(rerank_k, len(database)))
-    candidates = np.argsort(hamming, axis=1, kind='stable')[:, :depth]
+        return (hamming / bits).astype(np.float32)
+    depth = max(1, min(rerank_k or rerank_depth(bits, len(database)), len(database)))
+    candidates = top_k_smallest(hamming, depth)
     rows = np.arange(len(hamming))[:, None]
     reranked = _squared_l2(database.floats, queries.floats)[rows, candidates]
     matrix = np.repeat(reranked.max(axis=1, keepdims=True), hamming.shape[1], axis=1)
@@ -108,45 +118,18 @@ def distance_matrix(database: Descriptors, queries: Descriptors, mode: Mode,
 
 
 def _squared_l2(database: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """[Q, N] squared L2 of every pair (faiss's all-pairs kernel; a search needs no matrix)."""
     return faiss.pairwise_distances(_f32(queries), _f32(database))
-
-
-def _hamming(database: np.ndarray, queries: np.ndarray, bits: int) -> np.ndarray:
-    db_signs = unpack_codes(database, bits)
-    q_signs = unpack_codes(queries, bits)
-    return ((bits - q_signs @ db_signs.T) / 2.0).astype(np.float32)
-
-
-def _float_index(floats: np.ndarray) -> faiss.Index:
-    index = faiss.IndexFlatL2(floats.shape[1])
-    index.add(_f32(floats))
-    return index
-
-
-def _binary_index(codes: np.ndarray) -> faiss.IndexBinary:
-    index = faiss.IndexBinaryFlat(codes.shape[1] * 8)
-    index.add(np.ascontiguousarray(codes))
-    return index
 
 
 def _f32(array: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(array, dtype=np.float32)
 
 
-def _time_each(search, queries: np.ndarray, count: int) -> list[float]:
+def _time_each(search, count: int) -> list[float]:
     times = []
-    for i in range(min(count, len(queries))):
+    for i in range(count):
         start = time.perf_counter()
-        search(np.ascontiguousarray(queries[i:i + 1]))
-        times.append(time.perf_counter() - start)
-    return times
-
-
-def _time_each_pair(database: np.ndarray, queries: np.ndarray, candidates: np.ndarray,
-                    count: int) -> list[float]:
-    times = []
-    for i in range(min(count, len(queries))):
-        start = time.perf_counter()
-        rerank(database, queries[i:i + 1], candidates[i:i + 1])
+        search(i)
         times.append(time.perf_counter() - start)
     return times

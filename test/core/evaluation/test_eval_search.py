@@ -5,7 +5,8 @@ import pytest
 from vpr_core.descriptors import Descriptors, pack_codes
 from vpr_core.errors import ConfigError
 from vpr_core.evaluation.baseline import describe_pixels, pixel_distances
-from vpr_core.evaluation.search import distance_matrix, rank, rerank
+from vpr_core.evaluation.search import distance_matrix, rank
+from vpr_core.mapdb.index import PlaceIndex, SearchConfig
 
 
 def random_descriptors(count: int, seed: int, dim: int = 16, bits: int = 64) -> Descriptors:
@@ -47,10 +48,24 @@ def test_rerank_only_reorders_the_hamming_candidates():
     assert 'rerank' in reranked.seconds
 
 
-def test_rerank_helper_is_stable_on_ties():
-    db = np.zeros((3, 2), np.float32)
-    indices, _ = rerank(db, np.zeros((1, 2), np.float32), np.array([[2, 0, 1]]))
-    assert indices.tolist() == [[2, 0, 1]]
+def test_ties_go_to_the_smaller_place_as_in_the_node():
+    db = Descriptors(np.tile(np.eye(1, 2, dtype=np.float32), (3, 1)),
+                     np.zeros((3, 8), dtype=np.uint8))
+    for mode in ('float', 'hash', 'rerank'):
+        assert rank(db, db[:1], mode, k=3, rerank_k=3).indices.tolist() == [[0, 1, 2]]
+
+
+@pytest.mark.parametrize('mode, search', [('float', 'float'), ('hash', 'binary'),
+                                          ('rerank', 'rerank')])
+def test_evaluation_ranks_with_the_node_search(mode, search):
+    db, queries = random_descriptors(80, 9), random_descriptors(6, 10)
+    ranking = rank(db, queries, mode, k=8, rerank_k=20)
+    node = PlaceIndex(db.floats if mode != 'hash' else None,
+                      db.codes if mode != 'float' else None, 64,
+                      SearchConfig(mode=search, rerank_k=20, top_k=8)).search(queries)
+    np.testing.assert_array_equal(ranking.indices, node.indices)
+    np.testing.assert_allclose(ranking.distances, node.distances, atol=1e-6)
+    assert set(ranking.seconds) == ({'search', 'rerank'} if mode == 'rerank' else {'search'})
 
 
 def test_distance_matrix_modes():

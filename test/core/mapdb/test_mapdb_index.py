@@ -5,7 +5,7 @@ from synthetic_maps import clustered_descriptors, make_map
 
 from vpr_core.descriptors import Descriptors, RERANK_K
 from vpr_core.errors import ConfigError
-from vpr_core.mapdb import index as index_module
+from vpr_core.mapdb import kernels
 from vpr_core.mapdb.index import (hamming_distances, PlaceIndex, rerank_depth, SearchConfig,
                                   top_k_smallest)
 
@@ -127,7 +127,7 @@ def _reference_rerank(floats, codes, bits, queries, depth, k):
 @pytest.mark.parametrize('dtype', [np.float32, np.float16])
 def test_rerank_equals_gather_and_dot_reference(dtype, monkeypatch):
     # a 64-row chunk forces the gather through several chunks of the reusable buffers
-    monkeypatch.setattr(index_module, '_RERANK_CHUNK_BYTES', 64 * 4 * 32)
+    monkeypatch.setattr(kernels, 'RERANK_CHUNK_BYTES', 64 * 4 * 32)
     places, queries = clustered_descriptors(500, dim=32, bits=64, seed=3)
     floats = places.floats.astype(dtype)
     expected, scores = _reference_rerank(floats, places.codes, 64, queries[:30], 150, 7)

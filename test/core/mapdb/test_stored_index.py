@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from synthetic_maps import clustered_descriptors, make_map
 
+from vpr_core.mapdb import approximate
 from vpr_core.mapdb import index as index_module
 from vpr_core.mapdb.database import MapDatabase
 from vpr_core.mapdb.index import SearchConfig
@@ -18,13 +19,13 @@ HNSW = SearchConfig(mode='binary', index='hnsw', hnsw_m=8, top_k=10)
 def builds(monkeypatch):
     """Kinds of the binary indexes built, in order."""
     calls = []
-    original = index_module._build_binary
+    original = approximate.build_binary
 
     def counting(faiss, codes, bits, kind, config, gpu):
         calls.append(kind)
         return original(faiss, codes, bits, kind, config, gpu)
 
-    monkeypatch.setattr(index_module, '_build_binary', counting)
+    monkeypatch.setattr(approximate, 'build_binary', counting)
     return calls
 
 

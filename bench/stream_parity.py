@@ -22,6 +22,7 @@ import torch
 
 from vpr_core.bags import BagWriter
 from vpr_core.cli import main as vpr
+from vpr_core.evaluation.search import evaluation_mode
 from vpr_core.image import load_image_file
 from vpr_core.mapdb.pose import Pose
 
@@ -29,7 +30,6 @@ ROOT = Path(__file__).resolve().parents[1]
 NORDLAND = ROOT.parent / 'shared' / 'data' / 'nordland_64x32'
 TOPIC = '/camera/image'
 TOLERANCE = 0.005
-SEARCH = {'rerank': 'rerank', 'float': 'float', 'hash': 'binary'}
 
 
 def write_bags(first: int, count: int, out: Path) -> dict[str, Path]:
@@ -54,16 +54,16 @@ def write_bags(first: int, count: int, out: Path) -> dict[str, Path]:
 
 def run_mode(mode: str, bags: dict[str, Path], out: Path) -> dict:
     """Both paths in one search mode; returns their figures. The node's map holds what the
-    mode uses: floats and codes, or codes only for hashing (``build-map --store codes``)."""
+    mode uses: floats and codes, or codes only for binary (``build-map --store codes``)."""
     node_out, eval_out = out / f'bag-eval-{mode}', out / f'evaluate-{mode}'
-    map_dir = out / ('map-codes' if mode == 'hash' else 'map')
+    map_dir = out / ('map-codes' if mode == 'binary' else 'map')
     if not map_dir.exists():
         vpr(['build-map', '--bag', str(bags['summer']), '--image-topic', TOPIC, '--pose-topic',
              '/odom', '--out', str(map_dir), '--no-progress'] +
-            (['--store', 'codes'] if mode == 'hash' else []))
+            (['--store', 'codes'] if mode == 'binary' else []))
     vpr(['bag-eval', '--bag', str(bags['winter']), '--image-topic', TOPIC, '--map',
          str(map_dir), '--index-tolerance', '1', '--set',
-         f'localization.search.mode={SEARCH[mode]}', '--no-progress', '--out', str(node_out)])
+         f'localization.search.mode={mode}', '--no-progress', '--out', str(node_out)])
     vpr(['evaluate', '--database', str(bags['summer']), '--queries', str(bags['winter']),
          '--image-topic', TOPIC, '--tolerance', '1', '--sequence-length', '10', '--mode', mode,
          '--no-baseline', '--no-progress', '--out', str(eval_out)])
@@ -78,7 +78,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--first', type=int, default=1800)
     parser.add_argument('--count', type=int, default=1776)
-    parser.add_argument('--modes', nargs='+', default=['rerank', 'float', 'hash'])
+    parser.add_argument('--modes', nargs='+', default=['rerank', 'float', 'binary'],
+                        help='search modes (the node\'s names; hash: old name of binary)')
     parser.add_argument('--out', type=Path, default=ROOT / 'runs' / 'stream_parity')
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -86,7 +87,7 @@ def main() -> int:
     bags = write_bags(args.first, args.count, args.out)
     for stale in ('map', 'map-codes'):
         shutil.rmtree(args.out / stale, ignore_errors=True)
-    rows = [run_mode(mode, bags, args.out) for mode in args.modes]
+    rows = [run_mode(evaluation_mode(mode), bags, args.out) for mode in args.modes]
     print(f'\nNordland index {args.first}..{args.first + args.count - 1}, 10-frame window, '
           'node defaults')
     print(f"{'mode':8} {'single R@1':>10} {'evaluate':>9} {'node':>7} "

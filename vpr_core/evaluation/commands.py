@@ -4,7 +4,7 @@ Index-aligned folders (sorted file names give the index) or rosbag2 recordings (
 gives the index)::
 
     vpr evaluate --database DIR --queries DIR --tolerance 1 [--sequence-length 10]
-                 [--mode float|hash|rerank] [--weights W] [--set localization.KEY=VALUE]
+                 [--mode float|binary|rerank] [--weights W] [--set localization.KEY=VALUE]
                  --out OUT
 
 or a VG-benchmark split (``--vg-root ROOT --split test``, 25 m positives), or two rosbag2
@@ -33,7 +33,7 @@ from vpr_core.evaluation.evaluator import evaluate, EvalOptions
 from vpr_core.evaluation.metrics import DEFAULT_RECALL_VALUES
 from vpr_core.evaluation.plot import plot_report
 from vpr_core.evaluation.report import format_table, write_report
-from vpr_core.evaluation.search import MODES
+from vpr_core.evaluation.search import evaluation_mode, MODE_ALIASES, MODES
 
 logger = logging.getLogger(__name__)
 
@@ -66,9 +66,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       help='positives radius in metres for --vg-root and --gt-topic (default 25)')
     parser.add_argument('--weights', type=Path, default=None,
                         help='our .safetensors checkpoint (default: the bundled model)')
-    parser.add_argument('--mode', choices=MODES, default=None,
-                        help='float, hash or rerank (default: float, hash for a hashing-only '
-                             'model)')
+    parser.add_argument('--mode', choices=MODES + tuple(MODE_ALIASES), default=None,
+                        help='float, binary or rerank (default: float, binary for a '
+                             'hashing-only model; hash: old name of binary)')
     parser.add_argument('--rerank-k', type=int, default=RERANK_K,
                         help=f'Hamming candidates re-ranked (default {RERANK_K})')
     parser.add_argument('--sequence-length', type=int, default=None,
@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     evalset = build_evalset(args)
     extractor = Extractor.from_weights(args.weights, device=args.device,
                                        batch_size=args.batch_size, backend=args.backend)
-    mode = args.mode or ('float' if extractor.descriptor_dim else 'hash')
+    mode = evaluation_mode(args.mode or ('float' if extractor.descriptor_dim else 'binary'))
     options = EvalOptions(mode=mode, rerank_k=args.rerank_k,
                           recall_values=tuple(sorted(set(args.recall_values))),
                           sequence_length=args.sequence_length,

@@ -22,7 +22,7 @@ from vpr_core.bags import iter_images
 from vpr_core.evaluation.datasets import BagFrame, EvalSet, Frame
 from vpr_core.evaluation.metrics import (DEFAULT_RECALL_VALUES, percentiles_ms,
                                          precision_recall, recall_at, top1_correct)
-from vpr_core.evaluation.search import Mode, rank
+from vpr_core.evaluation.search import evaluation_mode, Mode, rank
 from vpr_core.image import load_image_file
 from vpr_core.evaluation.stream import stream_section
 from vpr_core.localization.config import LocalizationConfig
@@ -127,15 +127,16 @@ def score_descriptors(db: Descriptors, queries: Descriptors, evalset: EvalSet,
                       options: EvalOptions) -> dict:
     """Recalls, PR curve and search latency of given descriptors (no extraction)."""
     depth = max(options.recall_values)
-    ranking = rank(db, queries, options.mode, depth, options.rerank_k)
-    section = {'mode': options.mode, 'rerank_k': options.rerank_k if options.mode == 'rerank'
+    mode = evaluation_mode(options.mode)
+    ranking = rank(db, queries, mode, depth, options.rerank_k)
+    section = {'mode': mode, 'rerank_k': options.rerank_k if mode == 'rerank'
                else None,
                'latency_ms': {k: percentiles_ms(v) for k, v in ranking.seconds.items()}}
     section.update(_scored(ranking.indices, ranking.distances[:, 0], evalset, options))
     if options.sequence_length:
         tic = time.perf_counter()
         section.update(stream_section(
-            db, queries, evalset, mode=options.mode, sequence_length=options.sequence_length,
+            db, queries, evalset, mode=mode, sequence_length=options.sequence_length,
             recall_values=options.recall_values, rerank_k=options.rerank_k,
             config=options.localization, progress=options.progress))
         section['latency_ms']['sequence'] = percentiles_ms(
@@ -202,7 +203,7 @@ def _keyed(recalls: dict[int, float]) -> dict[str, float]:
 def _bytes_per_image(descriptors: Descriptors, mode: str) -> int:
     """Bytes one image needs in the map for ``mode`` (float32 floats, packed codes)."""
     floats = descriptors.floats.shape[1] * 4 if mode in ('float', 'rerank') else 0
-    codes = descriptors.codes.shape[1] if mode in ('hash', 'rerank') else 0
+    codes = descriptors.codes.shape[1] if evaluation_mode(mode) in ('binary', 'rerank') else 0
     return int(floats + codes)
 
 

@@ -31,6 +31,7 @@ from vpr_core.evaluation.bag_eval import FrameRecord, usable_recall_values
 from vpr_core.evaluation.bag_report import score_frames
 from vpr_core.evaluation.bag_truth import GroundTruth
 from vpr_core.evaluation.datasets import BagFrame, EvalSet
+from vpr_core.evaluation.search import evaluation_mode
 from vpr_core.localization.config import LocalizationConfig
 from vpr_core.localization.recognizer import PlaceRecognizer
 from vpr_core.mapdb.database import MapDatabase
@@ -38,7 +39,7 @@ from vpr_core.mapdb.manifest import MapManifest
 from vpr_core.mapdb.pose import quaternions_from_yaw
 
 # vpr evaluate's mode -> what the node's map holds and how it is searched
-_MAP_CONTENT = {'float': ('float', True, False), 'hash': ('binary', False, True),
+_MAP_CONTENT = {'float': ('float', True, False), 'binary': ('binary', False, True),
                 'rerank': ('rerank', True, True)}
 FRAME_PERIOD_NS = 1_000_000_000
 
@@ -46,10 +47,8 @@ FRAME_PERIOD_NS = 1_000_000_000
 def descriptor_map(database: Descriptors, mode: str, fingerprint: str = 'evaluation'
                    ) -> MapDatabase:
     """An in-memory map of ``database`` holding what ``mode`` searches (float: floats only,
-    hash: codes only, rerank: both), places 1 m apart along x, 1 s apart."""
-    if mode not in _MAP_CONTENT:
-        raise ConfigError(f'unknown evaluation mode {mode!r} (valid: {", ".join(_MAP_CONTENT)})')
-    _, floats, codes = _MAP_CONTENT[mode]
+    binary: codes only, rerank: both), places 1 m apart along x, 1 s apart."""
+    _, floats, codes = _MAP_CONTENT[evaluation_mode(mode)]
     kept = Descriptors(database.floats if floats else None, database.codes if codes else None)
     if (floats and kept.floats is None) or (codes and kept.codes is None):
         raise ConfigError(f'mode {mode!r} needs descriptors this model does not produce')
@@ -70,7 +69,8 @@ def stream_config(config: LocalizationConfig, mode: str, sequence_length: int,
                   rerank_k: int) -> LocalizationConfig:
     """``config`` with the window length and the search of ``mode``; nothing else changes
     (``top_k`` also sets how many candidates the recognizer scores, so it stays the node's)."""
-    search = dataclasses.replace(config.search, mode=_MAP_CONTENT[mode][0], rerank_k=rerank_k)
+    search = dataclasses.replace(config.search, mode=_MAP_CONTENT[evaluation_mode(mode)][0],
+                                 rerank_k=rerank_k)
     sequence = dataclasses.replace(config.sequence, length=int(sequence_length))
     return dataclasses.replace(config, search=search, sequence=sequence)
 

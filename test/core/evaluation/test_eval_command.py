@@ -42,7 +42,7 @@ def route(tmp_path):
     return tmp_path
 
 
-@pytest.mark.parametrize('mode', ['float', 'hash', 'rerank'])
+@pytest.mark.parametrize('mode', ['float', 'binary', 'rerank', 'hash'])
 def test_vpr_evaluate_writes_the_report_contract(route, tiny_weights, tmp_path, mode, capsys):
     out = tmp_path / f'out-{mode}'
     code = main(['evaluate', '--database', str(route / 'summer'), '--queries',
@@ -56,13 +56,14 @@ def test_vpr_evaluate_writes_the_report_contract(route, tiny_weights, tmp_path, 
     assert all(0.0 <= v <= 1.0 for v in report['recall_at'].values())
     assert report['recall_at']['20'] == 1.0            # 12 frames: everything is in the top 20
     assert report['baseline']['recall_at']['1'] == 1.0  # brightness shift only
-    assert report['mode'] == mode
+    assert report['mode'] == {'hash': 'binary'}.get(mode, mode)     # hash: the old name
     assert report['sequence_length'] == 3 and report['hubness_k'] == 0    # the node's default
     assert report['localization']['sequence']['length'] == 3
     assert report['localization']['sequence']['contrast_window'] == 20
     assert 0 <= report['accepted']['correct'] <= report['accepted']['count'] <= 12
     assert {'search', 'extract', 'decode', 'sequence'} <= set(report['latency_ms'])
-    expected_bytes = {'float': 32 * 4, 'hash': 32 // 8, 'rerank': 32 * 4 + 32 // 8}
+    expected_bytes = {'float': 32 * 4, 'binary': 32 // 8, 'hash': 32 // 8,
+                      'rerank': 32 * 4 + 32 // 8}
     assert report['descriptor_bytes_per_image'] == expected_bytes[mode]
     assert 'auc' in report['pr'] and 'recall_at_100_precision' in report['pr']
     for name in ('recall.csv', 'pr.csv', 'matches.csv', 'recall.png', 'pr.png', 'matches.png'):

@@ -46,6 +46,7 @@ from typing import Callable
 import numpy as np
 
 from vpr_core.errors import MapError
+from vpr_core.files import fsync_dir, sha256_file, write_file_atomic
 from vpr_core.mapdb.lock import map_write_lock
 from vpr_core.mapdb.manifest import read_manifest
 
@@ -252,27 +253,10 @@ def _verify_sha256(path: Path, expected: str, cache: VerificationCache | None) -
     if cache is not None and cache.vouches(path, expected):
         return
     started_ns = _now_ns()
-    if _sha256(path) != expected:
+    if sha256_file(path) != expected:
         raise MapError(f'map file {path} is corrupt: its sha256 differs from the manifest')
     if cache is not None:
         cache.record(path, expected, started_ns)
-
-
-def write_file_atomic(directory: Path, name: str, data: bytes) -> dict:
-    """Write ``directory/name`` through a fsynced temporary file renamed over it; returns its
-    entry (sha256, bytes)."""
-    tmp = directory / f'.{name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:12]}'
-    try:
-        with open(tmp, 'wb') as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, directory / name)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_path(directory)
-    return {'sha256': hashlib.sha256(data).hexdigest(), 'bytes': len(data)}
 
 
 def write_map_dir(target: str | Path, fill: Callable[[Path], None], *,
@@ -296,7 +280,7 @@ def write_map_dir(target: str | Path, fill: Callable[[Path], None], *,
         tmp.mkdir()
         try:
             fill(tmp)
-            _fsync_path(tmp)
+            fsync_dir(tmp)
             _swap_in(tmp, target)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -375,16 +359,16 @@ def _swap_in(tmp: Path, target: Path) -> None:
     parent = target.parent
     if not target.exists():
         os.rename(tmp, target)
-        _fsync_path(parent)
+        fsync_dir(parent)
         return
     if _rename_exchange(tmp, target):
-        _fsync_path(parent)
+        fsync_dir(parent)
         shutil.rmtree(tmp, ignore_errors=True)
         return
     backup = parent / f'.{target.name}.old-{uuid.uuid4().hex[:12]}'
     os.rename(target, backup)
     os.rename(tmp, target)
-    _fsync_path(parent)
+    fsync_dir(parent)
     shutil.rmtree(backup, ignore_errors=True)
 
 
@@ -402,19 +386,3 @@ def _rename_exchange(a: Path, b: Path) -> bool:
         logger.debug('renameat2 exchange unsupported here (errno %d)', ctypes.get_errno())
         return False
     return True
-
-
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, 'rb') as handle:
-        for block in iter(lambda: handle.read(1 << 22), b''):
-            digest.update(block)
-    return digest.hexdigest()

@@ -14,22 +14,20 @@ no known checksum: on first download we record the hash next to the file (``NAME
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import http.client
 import logging
 import os
 import re
-import secrets
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from tqdm import tqdm
 
 from vpr_core.errors import CheckpointError, ConfigError, WeightsNotFoundError
+from vpr_core.files import atomic_write_path, sha256_file
 
 LOG = logging.getLogger(__name__)
 
@@ -94,41 +92,6 @@ OFFICIAL_WEIGHTS: dict[str, WeightsFile] = {w.name: w for w in (
 )}
 
 
-@contextlib.contextmanager
-def atomic_write_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temp path beside ``path``; on success fsync it and rename it over ``path``.
-
-    On an exception the temp file is removed and ``path`` is left as it was.
-    """
-    path = Path(path)
-    # Not mkstemp: its 0600 mode would stick to the renamed file; 'x' mode honours the umask.
-    tmp = path.with_name(f'.{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp')
-    tmp.open('xb').close()
-    mode = tmp.stat().st_mode & 0o777
-    try:
-        yield tmp
-        # Some writers (safetensors' save_file) re-create the file as 0600: a map or a
-        # checkpoint must stay readable by the account that runs the node.
-        os.chmod(tmp, mode)
-        with open(tmp, 'rb+') as stream:
-            os.fsync(stream.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:      # some platforms cannot open directories; the rename still happened
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def cache_dir(override: str | os.PathLike | None = None) -> Path:
     """The weights cache: ``override``, else ``$VPR_CACHE``, else ``~/.cache/vpr_ros``."""
     if override is not None:
@@ -148,15 +111,6 @@ def weights_entry(name: str) -> WeightsFile:
 def weights_path(name: str, *, cache: str | os.PathLike | None = None) -> Path:
     """Where the file of ``name`` lives (or would live) in the cache."""
     return cache_dir(cache) / weights_entry(name).filename
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, 'rb') as stream:
-        for chunk in iter(lambda: stream.read(_CHUNK), b''):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def ensure_weights(name: str, *, cache: str | os.PathLike | None = None,
@@ -254,7 +208,7 @@ def _check_digest(entry: WeightsFile, digest: str, expected: str | None, url: st
 def _verify(entry: WeightsFile, path: Path, expected: str | None) -> None:
     recorded = _read_recorded_sha(path)
     want = expected or entry.sha256 or recorded
-    digest = file_sha256(path)
+    digest = sha256_file(path)
     if want is None:
         LOG.warning('%s has no known sha256; recording %s', path, digest)
         _record_sha(path, digest)

@@ -18,13 +18,13 @@ def hashes(monkeypatch, tmp_path):
     """Names of the files hashed, in order; a private verification cache; old map files."""
     monkeypatch.setenv('VPR_CACHE', str(tmp_path / 'cache'))
     calls = []
-    original = storage._sha256
+    original = storage.sha256_file
 
     def counting(path):
         calls.append(path.name)
         return original(path)
 
-    monkeypatch.setattr(storage, '_sha256', counting)
+    monkeypatch.setattr(storage, 'sha256_file', counting)
     return calls
 
 

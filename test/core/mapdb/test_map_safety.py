@@ -18,7 +18,7 @@ from synthetic_maps import clustered_descriptors, make_map
 from vpr_core.bags import BagWriter, iter_image_frames, iter_images
 from vpr_core.cli import main
 from vpr_core.errors import IncompatibleMapError, MapError, UnsupportedImageError
-from vpr_core.mapdb import storage
+from vpr_core.mapdb import map_dir, storage
 from vpr_core.mapdb.builder import build_map, BuildConfig
 from vpr_core.mapdb.database import append_to_map, MapDatabase
 from vpr_core.mapdb.keyframe import KeyframeConfig
@@ -125,7 +125,7 @@ def test_stale_temporaries_are_removed_at_the_next_write(tmp_path):
     named_map(4, 'base').save(path)
     finished = subprocess.run([sys.executable, '-c', 'import os; print(os.getpid())'],
                               capture_output=True, text=True, check=True)
-    host = storage._host()
+    host = map_dir._host()
     dead = tmp_path / f'.map.tmp-{finished.stdout.strip()}@{host}-0123456789ab'
     old = tmp_path / '.map.tmp-ba9876543210'                # older naming, no owner
     live = tmp_path / f'.map.tmp-{os.getppid()}@{host}-aaaaaaaaaaaa'

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from vpr_core.errors import MapError
-from vpr_core.mapdb import storage
+from vpr_core.mapdb import arrays, storage
 from vpr_core.mapdb.database import MapDatabase
 
 HASHED = ('floats.npy', 'codes.npy', 'positions.npy', 'orientations.npy', 'stamps.npy',
@@ -18,13 +18,13 @@ def hashes(monkeypatch, tmp_path):
     """Names of the files hashed, in order; a private verification cache; old map files."""
     monkeypatch.setenv('VPR_CACHE', str(tmp_path / 'cache'))
     calls = []
-    original = storage.sha256_file
+    original = arrays.sha256_file
 
     def counting(path):
         calls.append(path.name)
         return original(path)
 
-    monkeypatch.setattr(storage, 'sha256_file', counting)
+    monkeypatch.setattr(arrays, 'sha256_file', counting)
     return calls
 
 
@@ -39,7 +39,7 @@ def saved_map(tmp_path, small_map):
 
 def test_untouched_map_loads_without_hashing(tmp_path, small_map, hashes, monkeypatch):
     path, later_ns = saved_map(tmp_path, small_map)
-    monkeypatch.setattr(storage, '_now_ns', lambda: later_ns)
+    monkeypatch.setattr(arrays, '_now_ns', lambda: later_ns)
     first = MapDatabase.load(path)
     assert sorted(hashes) == sorted(HASHED)
     assert (tmp_path / 'cache' / storage.VERIFICATION_FILE).is_file()
@@ -55,7 +55,7 @@ def test_fresh_files_are_hashed_again(tmp_path, small_map, hashes, monkeypatch):
     path, _ = saved_map(tmp_path, small_map)
     written_ns = max(f.stat().st_ctime_ns for f in path.iterdir())
     # the hash begins right after the last write (pinned: a stalled CI must not age them)
-    monkeypatch.setattr(storage, '_now_ns', lambda: written_ns + 1_000_000)
+    monkeypatch.setattr(arrays, '_now_ns', lambda: written_ns + 1_000_000)
     MapDatabase.load(path)
     MapDatabase.load(path)           # written moments ago: no stat vouches for them yet
     assert len(hashes) == 2 * len(HASHED)
@@ -64,7 +64,7 @@ def test_fresh_files_are_hashed_again(tmp_path, small_map, hashes, monkeypatch):
 def test_same_size_change_with_new_mtime_is_detected(tmp_path, small_map, hashes,
                                                      monkeypatch):
     path, later_ns = saved_map(tmp_path, small_map)
-    monkeypatch.setattr(storage, '_now_ns', lambda: later_ns)
+    monkeypatch.setattr(arrays, '_now_ns', lambda: later_ns)
     MapDatabase.load(path)
     floats = path / 'floats.npy'
     info = floats.stat()
@@ -82,7 +82,7 @@ def test_same_size_change_with_new_mtime_is_detected(tmp_path, small_map, hashes
 def test_same_size_change_with_restored_mtime_is_detected(tmp_path, small_map, hashes,
                                                           monkeypatch):
     path, later_ns = saved_map(tmp_path, small_map)
-    monkeypatch.setattr(storage, '_now_ns', lambda: later_ns)
+    monkeypatch.setattr(arrays, '_now_ns', lambda: later_ns)
     MapDatabase.load(path)
     codes = path / 'codes.npy'
     info = codes.stat()
@@ -97,7 +97,7 @@ def test_same_size_change_with_restored_mtime_is_detected(tmp_path, small_map, h
 
 def test_truncated_file_is_always_detected(tmp_path, small_map, hashes, monkeypatch):
     path, later_ns = saved_map(tmp_path, small_map)
-    monkeypatch.setattr(storage, '_now_ns', lambda: later_ns)
+    monkeypatch.setattr(arrays, '_now_ns', lambda: later_ns)
     MapDatabase.load(path)
     stamps = path / 'stamps.npy'
     stamps.write_bytes(stamps.read_bytes()[:-8])
@@ -109,7 +109,7 @@ def test_truncated_file_is_always_detected(tmp_path, small_map, hashes, monkeypa
 def test_damaged_or_unwritable_cache_only_costs_a_hash(tmp_path, small_map, hashes,
                                                        monkeypatch):
     path, later_ns = saved_map(tmp_path, small_map)
-    monkeypatch.setattr(storage, '_now_ns', lambda: later_ns)
+    monkeypatch.setattr(arrays, '_now_ns', lambda: later_ns)
     (tmp_path / 'cache').mkdir()
     (tmp_path / 'cache' / storage.VERIFICATION_FILE).write_text('{not json')
     MapDatabase.load(path)

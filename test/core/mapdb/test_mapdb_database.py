@@ -8,7 +8,7 @@ from synthetic_maps import clustered_descriptors, make_map
 
 from vpr_core.descriptors import Descriptors
 from vpr_core.errors import IncompatibleMapError, MapError
-from vpr_core.mapdb import storage
+from vpr_core.mapdb import map_dir, storage
 from vpr_core.mapdb.database import append_to_map, MapDatabase
 from vpr_core.mapdb.index import SearchConfig
 
@@ -136,7 +136,7 @@ def test_interrupted_save_leaves_the_previous_map_unchanged(tmp_path, monkeypatc
 @pytest.mark.parametrize('exchange', [True, False])
 def test_replacing_a_map_swaps_it_whole(tmp_path, monkeypatch, exchange):
     if not exchange:
-        monkeypatch.setattr(storage, '_rename_exchange', lambda a, b: False)
+        monkeypatch.setattr(map_dir, '_rename_exchange', lambda a, b: False)
     make_map(clustered_descriptors(100, seed=1)[0]).save(tmp_path / 'map')
     make_map(clustered_descriptors(50, seed=2)[0], fingerprint='model-b').save(tmp_path / 'map')
     loaded = MapDatabase.load(tmp_path / 'map', expected_fingerprint='model-b')
@@ -146,8 +146,8 @@ def test_replacing_a_map_swaps_it_whole(tmp_path, monkeypatch, exchange):
 
 def test_crash_between_the_two_renames_still_finds_a_map(tmp_path, monkeypatch):
     make_map(clustered_descriptors(100, seed=1)[0]).save(tmp_path / 'map')
-    monkeypatch.setattr(storage, '_rename_exchange', lambda a, b: False)
-    real_rename = storage.os.rename
+    monkeypatch.setattr(map_dir, '_rename_exchange', lambda a, b: False)
+    real_rename = map_dir.os.rename
     calls = []
 
     def crash_on_second(src, dst):
@@ -156,10 +156,10 @@ def test_crash_between_the_two_renames_still_finds_a_map(tmp_path, monkeypatch):
             raise KeyboardInterrupt('power cut')
         real_rename(src, dst)
 
-    monkeypatch.setattr(storage.os, 'rename', crash_on_second)
+    monkeypatch.setattr(map_dir.os, 'rename', crash_on_second)
     with pytest.raises(KeyboardInterrupt):
         make_map(clustered_descriptors(50, seed=2)[0]).save(tmp_path / 'map')
-    monkeypatch.setattr(storage.os, 'rename', real_rename)
+    monkeypatch.setattr(map_dir.os, 'rename', real_rename)
     assert not (tmp_path / 'map').exists()
     assert MapDatabase.load(tmp_path / 'map').size == 100     # read from the backup
 

@@ -70,7 +70,7 @@ def test_corrupt_index_file_is_rebuilt_with_a_warning(saved, builds, caplog):
     data = bytearray(stored.read_bytes())
     data[len(data) // 2] ^= 0xFF
     stored.write_bytes(bytes(data))
-    with caplog.at_level(logging.WARNING, logger='vpr_core.mapdb.storage'):
+    with caplog.at_level(logging.WARNING, logger='vpr_core.mapdb.stored_indexes'):
         rebuilt = hits_of(path, IVF, queries)
     assert 'is corrupt' in caplog.text
     assert builds == ['ivf', 'ivf']
@@ -83,13 +83,13 @@ def test_truncated_or_stale_index_is_rebuilt(saved, builds, caplog):
     hits_of(path, IVF, queries)
     stored = path / manifest_of(path)['indexes']['ivf']['file']
     stored.write_bytes(stored.read_bytes()[:-10])
-    with caplog.at_level(logging.WARNING, logger='vpr_core.mapdb.storage'):
+    with caplog.at_level(logging.WARNING, logger='vpr_core.mapdb.stored_indexes'):
         hits_of(path, IVF, queries)
     assert 'wrong size' in caplog.text
     manifest = manifest_of(path)
     manifest['indexes']['ivf']['codes_sha256'] = '0' * 64
     (path / 'manifest.json').write_text(json.dumps(manifest))
-    with caplog.at_level(logging.WARNING, logger='vpr_core.mapdb.storage'):
+    with caplog.at_level(logging.WARNING, logger='vpr_core.mapdb.stored_indexes'):
         hits_of(path, IVF, queries)
     assert 'stale' in caplog.text
     assert builds == ['ivf'] * 3
@@ -136,7 +136,7 @@ def test_bytes_of_other_parameters_are_refused(saved):
 
 
 def test_unwritable_folder_only_costs_a_rebuild(saved, builds, monkeypatch, caplog):
-    from vpr_core.mapdb import storage
+    from vpr_core.mapdb import stored_indexes
     path, queries = saved
     (path / '.index_ivf.faissbin.tmp-1-dead').write_bytes(b'left by a crash')
     expected = hits_of(path, IVF, queries)
@@ -145,10 +145,10 @@ def test_unwritable_folder_only_costs_a_rebuild(saved, builds, monkeypatch, capl
     def refuse(directory, name, data):
         raise PermissionError(13, 'Permission denied', str(directory / name))
 
-    monkeypatch.setattr(storage, 'write_file_atomic', refuse)
+    monkeypatch.setattr(stored_indexes, 'write_file_atomic', refuse)
     (path / 'manifest.json').write_text(
         json.dumps({**manifest_of(path), 'indexes': {}}))
-    with caplog.at_level(logging.WARNING, logger='vpr_core.mapdb.storage'):
+    with caplog.at_level(logging.WARNING, logger='vpr_core.mapdb.stored_indexes'):
         again = hits_of(path, IVF, queries)
     assert 'cannot store the ivf index' in caplog.text
     np.testing.assert_array_equal(again[0], expected[0])

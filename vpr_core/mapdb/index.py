@@ -211,13 +211,14 @@ class PlaceIndex:
     def rerank(self, floats: np.ndarray, candidates: np.ndarray, k: int) -> SearchHits:
         """The second stage: the best ``k`` of each query's ``candidates`` [Q, C] map rows
         (-1: none) by float similarity, ties by smaller row."""
-        floats = np.asarray(floats, dtype=np.float32)
         k = min(k, candidates.shape[1])
         indices = np.full((len(candidates), k), -1, dtype=np.int64)
         scores = np.full((len(candidates), k), -np.inf)
-        for row, (query, ids) in enumerate(zip(floats, candidates)):
-            ids = ids[ids >= 0]
-            values = candidate_scores(self._rerank_table(), ids, query)
+        table = self._rerank_table()
+        for row, ids in enumerate(candidates):
+            if (ids < 0).any():         # an approximate index found fewer
+                ids = ids[ids >= 0]
+            values = candidate_scores(table, ids, floats[row])
             best = best_scores(values, ids, k)
             indices[row, :len(best)] = ids[best]
             scores[row, :len(best)] = values[best]

@@ -56,7 +56,7 @@ class AdaptConfig:
     mining: MiningConfig = field(default_factory=MiningConfig)
     augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(
         kind='photometric', brightness=0.5, contrast=0.5, shift=0.05))
-    condition: ConditionConfig = field(default_factory=ConditionConfig)
+    condition: ConditionConfig = field(default_factory=lambda: ConditionConfig(probability=0.8))
     loss: LossConfig = field(default_factory=LossConfig)
     places_per_batch: int = 16
     images_per_place: int = 4
@@ -64,7 +64,7 @@ class AdaptConfig:
     min_steps: int = 150
     lr: float = 1e-4
     hash_weight: float = 1.0
-    distill_weight: float = 0.0
+    distill_weight: float = 1.0
     trainable: tuple[str, ...] = ()
     freeze_bn_stats: bool = True
     grad_clip: float | None = 1.0

@@ -79,7 +79,9 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(AdaptConfig, args.config, overrides, base=AdaptConfig())
     result = adapt(sessions_from_args(args), args.out, cfg, args.model,
                    progress=not args.no_progress)
-    losses = ' -> '.join(f'{v:.4f}' for v in result.epoch_losses)
+    shown = result.epoch_losses
+    losses = ' -> '.join(f'{v:.4f}' for v in shown) if len(shown) <= 4 else \
+        f'{shown[0]:.4f} -> {shown[-1]:.4f} over {len(shown)} passes'
     print(f'adapted model {result.path}: {result.places} places from {result.frames} frames, '
           f'{result.steps} steps, loss {losses}, {result.wall_s / 60:.1f} min wall, '
           f'{result.cpu_s / 60:.1f} CPU min, model {result.fingerprint[:16]} (from '

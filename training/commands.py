@@ -3,7 +3,7 @@
 Examples::
 
     vpr adapt --model M --bag TEACH1 --bag TEACH2 --image-topic /cam --pose-topic /odom --out M2
-    vpr adapt --images DIR [--poses CSV] --out M2 [--config config/train/adapt.yaml]
+    vpr adapt --images DIR [--poses CSV] --out M2 [--config config/adapt.yaml]
     vpr build-map --bag TEACH1 --image-topic /cam --pose-topic /odom --weights M2 --out MAP
 
 Sources and conventions are those of ``vpr build-map``: rosbag2 (sqlite3 or MCAP; Image or
@@ -41,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help='skip images without a pose within S seconds (default 0.5)')
     parser.add_argument('--out', type=Path, required=True, help='adapted model file to write')
     parser.add_argument('--config', type=Path, help='YAML of AdaptConfig fields '
-                        '(config/train/adapt.yaml)')
+                        '(config/adapt.yaml)')
     parser.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
                         help='config override, e.g. epochs=5 or mining.positive_radius_m=3')
     parser.add_argument('--epochs', type=int, default=None, help='shortcut for --set epochs=N')

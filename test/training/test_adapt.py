@@ -124,3 +124,11 @@ def test_condition_change_survives_standardisation_and_is_seeded():
         return (x - x.mean()) / x.std()
     # a global gain and offset would vanish here; gamma, cast, ramp and noise do not
     assert np.abs(standardised(first) - standardised(image)).mean() > 0.05
+
+
+def test_the_written_out_recipe_is_the_defaults():
+    from pathlib import Path
+    from vpr_core.config import load_config
+    recipe = Path(__file__).resolve().parents[2] / 'config' / 'adapt.yaml'
+    assert load_config(AdaptConfig, recipe, base=AdaptConfig()) == AdaptConfig()
+    assert load_config(AdaptConfig, recipe) == AdaptConfig()

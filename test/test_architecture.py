@@ -127,3 +127,39 @@ def test_localization_config_imports_no_heavy_package():
                             text=True, check=True).stdout.split()
     assert 'vpr_core' in loaded
     assert not {'cv2', 'rosbags', 'tqdm', 'torch', 'faiss'} & set(loaded)
+
+
+PUBLIC_DEPTH = 2     # vpr_core, vpr_core.<module> or vpr_core.<subpackage>: never deeper
+
+
+def internal_imports(path: Path) -> set[str]:
+    """The vpr_core modules below the public API that a file imports anywhere."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module]
+        else:
+            continue
+        found.update(name for name in names if name.split('.')[0] == 'vpr_core'
+                     and name.count('.') >= PUBLIC_DEPTH)
+    return found
+
+
+@pytest.mark.parametrize('package', ['vpr_ros', 'training'])
+def test_adapters_use_only_the_public_api_of_vpr_core(package):
+    """The node and the trainer import names from ``vpr_core`` or one of its packages
+    (``vpr_core.mapdb``, whose ``__init__`` lists what is public), never from a module
+    inside a package: vpr_core may move its internals without touching them."""
+    offenders = {str(path.relative_to(ROOT)): sorted(found)
+                 for path in sorted((ROOT / package).rglob('*.py'))
+                 if (found := internal_imports(path))}
+    assert not offenders, f'imports below the public API: {offenders}'
+
+
+def test_public_api_checker_sees_internal_imports(tmp_path):
+    sample = tmp_path / 'sample.py'
+    sample.write_text('from vpr_core.mapdb import MapDatabase\nimport vpr_core.errors\n'
+                      'def f():\n    from vpr_core.mapdb.database import MapDatabase\n')
+    assert internal_imports(sample) == {'vpr_core.mapdb.database'}

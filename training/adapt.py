@@ -36,8 +36,7 @@ from training.stage import train_mode
 from vpr_core.config import to_dict
 from vpr_core.devices import select_device
 from vpr_core.errors import ConfigError
-from vpr_core.model.checkpoint import default_model_path, load_model, save_model
-from vpr_core.model.vpr_model import VPRModel
+from vpr_core.model import default_model_path, load_model, save_model, VPRModel
 
 logger = logging.getLogger(__name__)
 

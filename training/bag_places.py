@@ -30,8 +30,8 @@ import numpy as np
 from training.datasets import PlaceSet
 from training.sampler import PlaceBatchSampler
 from vpr_core.errors import ConfigError
-from vpr_core.mapdb.pose import geodetic_to_enu, yaw_from_quaternions
-from vpr_core.mapdb.source import BagSource, FrameSource, FrameTable, ImageFolderSource
+from vpr_core.mapdb import (BagSource, FrameSource, FrameTable, geodetic_to_enu, ImageFolderSource,
+                            yaw_from_quaternions)
 
 logger = logging.getLogger(__name__)
 _CHUNK = 256

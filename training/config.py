@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from vpr_core.model.config import ModelConfig
+from vpr_core.model import ModelConfig
 
 Stage = Literal['float', 'hashing', 'rerank', 'supervlad', 'ham_adapters', 'ham_mask',
                 'whiten']

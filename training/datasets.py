@@ -15,7 +15,7 @@ import numpy as np
 
 from training.config import DataConfig
 from vpr_core.errors import ConfigError
-from vpr_core.evaluation.datasets import list_images, match_masks, parse_utm
+from vpr_core.evaluation import list_images, match_masks, parse_utm
 from vpr_core.image import load_image_file
 
 logger = logging.getLogger(__name__)

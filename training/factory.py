@@ -17,12 +17,9 @@ from training.loop import Validation
 from training.stage import (copy_float_adapters_to_hashing, enable_grad_checkpointing,
                             load_matching, reinit_adapter_convs, set_trainable)
 from vpr_core.errors import ConfigError
-from vpr_core.evaluation.datasets import EvalSet, load_index_aligned, load_vg_benchmark
-from vpr_core.evaluation.evaluator import EvalOptions, load_images
-from vpr_core.model.checkpoint import load_model
-from vpr_core.model.factory import build_model
-from vpr_core.model.foreign import load_foundation_weights
-from vpr_core.model.vpr_model import VPRModel
+from vpr_core.evaluation import (EvalOptions, EvalSet, load_images, load_index_aligned,
+                                 load_vg_benchmark)
+from vpr_core.model import build_model, load_foundation_weights, load_model, VPRModel
 from vpr_core.preprocess import preprocess_batch
 
 logger = logging.getLogger(__name__)

@@ -11,11 +11,10 @@ import torch.nn.functional as F
 from training.config import TrainConfig
 from training.losses import HashingLoss, MultiSimilarity
 from training.sampler import ProxyBank
-from vpr_core.evaluation.datasets import EvalSet
-from vpr_core.evaluation.evaluator import EvalOptions, extract_timed, LoadedImages
-from vpr_core.evaluation.evaluator import score_descriptors
+from vpr_core.evaluation import (EvalOptions, EvalSet, extract_timed, LoadedImages,
+                                 score_descriptors)
 from vpr_core.extractor import Extractor
-from vpr_core.model.vpr_model import VPRModel
+from vpr_core.model import VPRModel
 
 HASH_STAGES = ('hashing', 'rerank')
 

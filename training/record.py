@@ -17,8 +17,7 @@ import yaml
 
 from training.config import TrainConfig
 from vpr_core.config import to_dict
-from vpr_core.evaluation.report import atomic_write_text
-from vpr_core.model.weights import atomic_write_path
+from vpr_core.files import atomic_write_path, atomic_write_text
 
 HISTORY_FIELDS = ('epoch', 'steps', 'loss', 'lr', 'val_r1', 'val_r5', 'val_r10', 'val_score',
                   'seconds')

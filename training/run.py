@@ -27,7 +27,7 @@ from training.sampler import collate_places, PlaceBatchSampler, PlaceImages, Pro
 from training.stage import train_mode
 from training.state import load_train_state, save_train_state
 from training.whiten import run_whitening
-from vpr_core.model.checkpoint import save_model
+from vpr_core.model import save_model
 
 logger = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from vpr_core.errors import ConfigError
-from vpr_core.model.vpr_model import VPRModel
+from vpr_core.model import VPRModel
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from vpr_core.errors import CheckpointError
-from vpr_core.model.weights import atomic_write_path
+from vpr_core.files import atomic_write_path
 
 
 def save_train_state(path: str | Path, optimizer: torch.optim.Optimizer, scheduler,

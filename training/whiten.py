@@ -22,9 +22,7 @@ from training.record import RunRecord
 from vpr_core.devices import select_device
 from vpr_core.errors import ConfigError
 from vpr_core.extractor import Extractor
-from vpr_core.model.checkpoint import read_metadata, save_model
-from vpr_core.model.vpr_model import VPRModel
-from vpr_core.model.whitening import fit_whitening
+from vpr_core.model import fit_whitening, read_metadata, save_model, VPRModel
 
 logger = logging.getLogger(__name__)
 

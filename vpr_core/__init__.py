@@ -7,7 +7,7 @@ Public API (resolved lazily, so ``import vpr_core`` stays cheap):
 - descriptors: :class:`Extractor`, :func:`describe`, :class:`Descriptors`;
 - maps and localization: :class:`MapDatabase`, :func:`build_map`, :class:`PlaceRecognizer`.
 """
-from importlib import import_module
+from vpr_core.exports import lazy_exports
 
 _EXPORTS = {
     'ModelConfig': 'vpr_core.model.config',
@@ -41,10 +41,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f'module vpr_core has no attribute {name!r}')
-    return getattr(import_module(module), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -53,6 +53,14 @@ def write_file_atomic(directory: str | os.PathLike, name: str, data: bytes) -> d
     return {'sha256': hashlib.sha256(data).hexdigest(), 'bytes': len(data)}
 
 
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` (parents created) through :func:`atomic_write_path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write_path(path) as tmp:
+        tmp.write_text(text)
+
+
 def fsync_dir(directory: str | os.PathLike) -> None:
     """fsync a directory, so that renames and new entries in it survive a power cut."""
     try:

@@ -16,7 +16,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, PointCloud2, PointField
 from std_msgs.msg import Float64MultiArray, Header, MultiArrayDimension
 
 from vpr_core.errors import ConfigError, UnsupportedImageError
-from vpr_core.geometry.camera import CameraModel
+from vpr_core.geometry import CameraModel
 from vpr_core.image import (compressed_size, decode_compressed, decode_raw,
                             DEFAULT_MAX_IMAGE_PIXELS, SUPPORTED_ENCODINGS)
 

@@ -50,9 +50,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 def build_demo_map(args: argparse.Namespace) -> tuple[object, float]:
     """Map of the summer bag (every frame a place); returns it and the seconds per query."""
     from vpr_core.extractor import Extractor
-    from vpr_core.mapdb.builder import build_map, BuildConfig
-    from vpr_core.mapdb.keyframe import KeyframeConfig
-    from vpr_core.mapdb.source import BagSource
+    from vpr_core.mapdb import build_map, BuildConfig
+    from vpr_core.mapdb import KeyframeConfig
+    from vpr_core.mapdb import BagSource
     extractor = Extractor.from_weights(args.weights, device=args.device)
     source = BagSource(args.sample / 'nordland_summer', IMAGE_TOPIC, POSE_TOPIC)
     database = build_map(source, extractor, BuildConfig(keyframes=KeyframeConfig(enabled=False)),

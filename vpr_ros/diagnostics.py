@@ -18,7 +18,7 @@ import time
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 import numpy as np
-from vpr_core.localization.period import FramePeriod
+from vpr_core.localization import FramePeriod
 
 STALE_INPUT_S = 5.0
 # Input loss above this share of the expected frames (over LOSS_WINDOW_S) makes a WARN.

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from vpr_core.mapdb.pose import Pose, rotate_vectors
+from vpr_core.mapdb import Pose, rotate_vectors
 
 # the optical frame's axes in the camera body frame (x forward, y left, z up): optical z is
 # body x, optical x is body -y, optical y is body -z

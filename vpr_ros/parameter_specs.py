@@ -26,9 +26,9 @@ from typing import Any, Iterator, Literal, Mapping
 
 from vpr_core.config import from_dict
 from vpr_core.errors import ConfigError
-from vpr_core.localization.config import LocalizationConfig
-from vpr_core.loops.config import LoopConfig
-from vpr_core.mapdb.keyframe import KeyframeConfig
+from vpr_core.localization import LocalizationConfig
+from vpr_core.loops import LoopConfig
+from vpr_core.mapdb import KeyframeConfig
 
 Applies = Literal['runtime', 'configure', 'startup']
 APPLIES_TEXT = {'runtime': 'changes apply at once',

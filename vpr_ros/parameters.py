@@ -25,9 +25,8 @@ from rclpy.parameter import Parameter
 from vpr_core.backends import BACKENDS
 from vpr_core.errors import ConfigError
 from vpr_core.image import DEFAULT_MAX_IMAGE_PIXELS
-from vpr_core.localization.config import LocalizationConfig
-from vpr_core.localization.tracker import SequenceTracker
-from vpr_core.loops.config import LoopConfig
+from vpr_core.localization import LocalizationConfig, SequenceTracker
+from vpr_core.loops import LoopConfig
 from vpr_ros.parameter_specs import (APPLIES_TEXT, engine_config, engine_specs, loop_config,
                                      ParameterSpec)
 

@@ -11,10 +11,8 @@ import numpy as np
 
 from vpr_core import devices
 from vpr_core.extractor import Extractor
-from vpr_core.localization.config import LocalizationConfig
-from vpr_core.localization.recognizer import LocalizationResult, PlaceRecognizer
-from vpr_core.mapdb.database import MapDatabase
-from vpr_core.mapdb.pose import multiply_quaternions, Pose
+from vpr_core.localization import LocalizationConfig, LocalizationResult, PlaceRecognizer
+from vpr_core.mapdb import MapDatabase, multiply_quaternions, Pose
 from vpr_ros.parameter_specs import engine_config
 from vpr_ros.parameters import engine_values, NodeSettings
 

@@ -13,7 +13,7 @@ from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped
 from nav_msgs.msg import Odometry
 import numpy as np
 
-from vpr_core.mapdb.pose import interpolate_poses, Pose
+from vpr_core.mapdb import interpolate_poses, Pose
 from vpr_ros.conversions import pose_vector, stamp_ns
 
 POSE_TYPES = {

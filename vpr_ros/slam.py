@@ -22,12 +22,9 @@ import numpy as np
 from vpr_core import devices
 from vpr_core.errors import MapError
 from vpr_core.extractor import Extractor
-from vpr_core.geometry.camera import CameraModel
-from vpr_core.loops.config import LoopConfig
-from vpr_core.loops.detector import LoopDetector
-from vpr_core.loops.result import LoopResult
-from vpr_core.mapdb.database import map_exists, MapDatabase
-from vpr_core.mapdb.pose import Pose
+from vpr_core.geometry import CameraModel
+from vpr_core.loops import LoopConfig, LoopDetector, LoopResult
+from vpr_core.mapdb import map_exists, MapDatabase, Pose
 from vpr_ros.loop_constraint import base_constraint
 from vpr_ros.parameter_specs import loop_config
 from vpr_ros.parameters import loop_values

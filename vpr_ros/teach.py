@@ -17,11 +17,8 @@ from vpr_core import devices
 from vpr_core.config import from_dict
 from vpr_core.errors import VPRError
 from vpr_core.extractor import Extractor
-from vpr_core.localization.recognizer import LocalizationResult
-from vpr_core.mapdb.builder import BuildConfig
-from vpr_core.mapdb.keyframe import KeyframeConfig
-from vpr_core.mapdb.pose import Pose
-from vpr_core.mapdb.recorder import MapRecorder
+from vpr_core.localization import LocalizationResult
+from vpr_core.mapdb import BuildConfig, KeyframeConfig, MapRecorder, Pose
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,5 @@
 """The public API resolves lazily and completely; importing vpr_core stays cheap."""
+import importlib
 import subprocess
 import sys
 
@@ -22,3 +23,17 @@ def test_import_does_not_load_torch_or_faiss():
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
                          check=True).stdout.split()
     assert out == ['False', 'False']
+
+
+PACKAGES = ('vpr_core.evaluation', 'vpr_core.geometry', 'vpr_core.localization',
+            'vpr_core.loops', 'vpr_core.mapdb', 'vpr_core.model')
+
+
+@pytest.mark.parametrize('package', PACKAGES)
+def test_every_package_export_resolves(package):
+    module = importlib.import_module(package)
+    assert module.__all__
+    for name in module.__all__:
+        assert getattr(module, name) is not None, f'{package}.{name}'
+    with pytest.raises(AttributeError, match='no_such_thing'):
+        module.no_such_thing

@@ -32,7 +32,8 @@ from vpr_core.errors import ConfigError
 from vpr_core.evaluation.metrics import (percentiles_ms, precision_recall, recall_at,
                                          top1_correct)
 from vpr_core.evaluation.plot import plot_report
-from vpr_core.evaluation.report import atomic_write_text, write_report
+from vpr_core.evaluation.report import write_report
+from vpr_core.files import atomic_write_text
 from vpr_core.localization.calibration import ScoreCalibration
 from vpr_core.mapdb.pose import yaw_from_quaternions
 from vpr_core.model.weights import atomic_write_path

@@ -13,17 +13,9 @@ import json
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from vpr_core.model.weights import atomic_write_path
+from vpr_core.files import atomic_write_text
 
 PER_QUERY_KEYS = ('matches', 'match_correct', 'sequence_matches', 'sequence_match_correct')
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary sibling, fsync, then rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write_path(path) as tmp:
-        tmp.write_text(text)
 
 
 def summary(report: dict) -> dict:

@@ -11,7 +11,7 @@
 Frames follow REP-103's optical convention (z forward, x right, y down); see docs/geometry.md.
 Names resolve lazily so that importing this package does not load OpenCV.
 """
-from importlib import import_module
+from vpr_core.exports import lazy_exports
 
 _EXPORTS = {
     'VerifyConfig': 'vpr_core.geometry.config',
@@ -25,10 +25,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f'module vpr_core.geometry has no attribute {name!r}')
-    return getattr(import_module(module), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -9,3 +9,15 @@
 - :mod:`~vpr_core.loops.truth`, :mod:`~vpr_core.loops.report`,
   :mod:`~vpr_core.loops.commands`: ``vpr loops`` (ground truth, outputs, the command).
 """
+
+from vpr_core.exports import lazy_exports
+
+_EXPORTS = {
+    'LoopConfig': 'vpr_core.loops.config',
+    'LoopDetector': 'vpr_core.loops.detector',
+    'LoopClosure': 'vpr_core.loops.result',
+    'LoopResult': 'vpr_core.loops.result',
+}
+
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

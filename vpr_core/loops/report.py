@@ -16,7 +16,7 @@ from typing import Sequence
 from matplotlib.figure import Figure
 import numpy as np
 
-from vpr_core.evaluation.report import atomic_write_text
+from vpr_core.files import atomic_write_text
 from vpr_core.model.weights import atomic_write_path
 
 CSV_HEADER = ('query', 'match', 'score', 'inliers', 'tx', 'ty', 'tz', 'qx', 'qy', 'qz', 'qw',

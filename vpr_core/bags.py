@@ -54,7 +54,8 @@ def _typestore():
     return get_typestore(Stores.ROS2_HUMBLE)
 
 
-def _open(path: str | Path):
+def open_reader(path: str | Path):
+    """An opened rosbags ``AnyReader`` of the bag at ``path`` (close it); BagError if none."""
     from rosbags.highlevel import AnyReader, AnyReaderError
     path = Path(path)
     if not path.exists():
@@ -69,14 +70,15 @@ def _open(path: str | Path):
 
 def list_topics(path: str | Path) -> dict[str, tuple[str, int]]:
     """Topic -> (message type, message count) of a bag."""
-    reader = _open(path)
+    reader = open_reader(path)
     try:
         return {c.topic: (c.msgtype, c.msgcount) for c in reader.connections}
     finally:
         reader.close()
 
 
-def _connections(reader, path, topic: str, allowed: Sequence[str]):
+def topic_connections(reader, path, topic: str, allowed: Sequence[str]):
+    """The connections of ``topic`` in an open reader; BagError if absent or of another type."""
     found = [c for c in reader.connections if c.topic == topic]
     if not found:
         topics = ', '.join(sorted({f'{c.topic} ({c.msgtype})' for c in reader.connections}))
@@ -87,17 +89,18 @@ def _connections(reader, path, topic: str, allowed: Sequence[str]):
     return found
 
 
-def _stamp_ns(header, fallback_ns: int) -> int:
+def header_stamp_ns(header, fallback_ns: int) -> int:
+    """A message header's stamp in ns, or ``fallback_ns`` (bag time) where the stamp is zero."""
     stamp = int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
     return stamp if stamp > 0 else int(fallback_ns)
 
 
 def read_image_stamps(path: str | Path, topic: str) -> np.ndarray:
     """[N] int64 header stamps (bag time where a header stamp is zero), in bag order."""
-    reader = _open(path)
+    reader = open_reader(path)
     try:
-        connections = _connections(reader, path, topic, IMAGE_TYPES)
-        stamps = [_stamp_ns(reader.deserialize(raw, c.msgtype).header, t)
+        connections = topic_connections(reader, path, topic, IMAGE_TYPES)
+        stamps = [header_stamp_ns(reader.deserialize(raw, c.msgtype).header, t)
                   for c, t, raw in reader.messages(connections=connections)]
     finally:
         reader.close()
@@ -121,14 +124,14 @@ def iter_image_frames(path: str | Path, topic: str,
     """Yield a :class:`BagImage` for each chosen message (all if None), in bag order; an
     undecodable payload is yielded with its error and the stream goes on."""
     wanted = None if indices is None else set(int(i) for i in indices)
-    reader = _open(path)
+    reader = open_reader(path)
     try:
-        connections = _connections(reader, path, topic, IMAGE_TYPES)
+        connections = topic_connections(reader, path, topic, IMAGE_TYPES)
         for i, (c, t, raw) in enumerate(reader.messages(connections=connections)):
             if wanted is not None and i not in wanted:
                 continue
             msg = reader.deserialize(raw, c.msgtype)
-            stamp_ns = _stamp_ns(msg.header, t)
+            stamp_ns = header_stamp_ns(msg.header, t)
             try:
                 frame = BagImage(i, stamp_ns, decode_image_message(msg, c.msgtype))
             except UnsupportedImageError as exc:
@@ -160,9 +163,9 @@ def decode_image_message(msg, msgtype: str) -> np.ndarray:
 
 def read_pose_track(path: str | Path, topic: str) -> PoseTrack:
     """The poses of ``topic`` sorted by stamp; NavSatFix without a fix are skipped."""
-    reader = _open(path)
+    reader = open_reader(path)
     try:
-        connections = _connections(reader, path, topic, POSE_TYPES)
+        connections = topic_connections(reader, path, topic, POSE_TYPES)
         msgtype = connections[0].msgtype
         rows, frame_id, skipped = [], '', 0
         for c, t, raw in reader.messages(connections=connections):
@@ -172,7 +175,7 @@ def read_pose_track(path: str | Path, topic: str) -> PoseTrack:
             if row is None:
                 skipped += 1
                 continue
-            rows.append((_stamp_ns(msg.header, t), *row))
+            rows.append((header_stamp_ns(msg.header, t), *row))
     finally:
         reader.close()
     rows.sort(key=lambda r: r[0])
@@ -221,9 +224,9 @@ class CameraInfoRecord:
 
 def read_camera_info(path: str | Path, topic: str) -> CameraInfoRecord:
     """The first CameraInfo message of ``topic`` (a camera's intrinsics do not change)."""
-    reader = _open(path)
+    reader = open_reader(path)
     try:
-        connections = _connections(reader, path, topic, (CAMERA_INFO_TYPE,))
+        connections = topic_connections(reader, path, topic, (CAMERA_INFO_TYPE,))
         for c, _, raw in reader.messages(connections=connections):
             msg = reader.deserialize(raw, c.msgtype)
             return CameraInfoRecord(tuple(float(v) for v in msg.k),

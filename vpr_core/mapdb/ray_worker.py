@@ -96,9 +96,9 @@ class BagReader:
     @classmethod
     def open(cls, path: str | Path, topic: str, stamps_ns: np.ndarray) -> 'BagReader':
         """Index the receive times of ``topic`` (one pass, nothing deserialised)."""
-        reader = bags._open(path)
+        reader = bags.open_reader(path)
         try:
-            connections = bags._connections(reader, path, topic, bags.IMAGE_TYPES)
+            connections = bags.topic_connections(reader, path, topic, bags.IMAGE_TYPES)
             times = [t for _, t, _ in reader.messages(connections=connections)]
         finally:
             reader.close()
@@ -109,17 +109,17 @@ class BagReader:
         wanted = set(int(i) for i in indices)
         first, last = min(wanted), max(wanted)
         position = int(np.searchsorted(self.receive_ns, self.receive_ns[first], 'left'))
-        reader = bags._open(self.path)
+        reader = bags.open_reader(self.path)
         frames = []
         try:
-            connections = bags._connections(reader, self.path, self.topic, bags.IMAGE_TYPES)
+            connections = bags.topic_connections(reader, self.path, self.topic, bags.IMAGE_TYPES)
             window = reader.messages(connections=connections, start=int(self.receive_ns[first]),
                                      stop=int(self.receive_ns[last]) + 1)
             for index, (connection, stamp, raw) in enumerate(window, start=position):
                 if index not in wanted:
                     continue
                 msg = reader.deserialize(raw, connection.msgtype)
-                self._check(index, bags._stamp_ns(msg.header, stamp))
+                self._check(index, bags.header_stamp_ns(msg.header, stamp))
                 try:
                     frames.append((index, bags.decode_image_message(msg, connection.msgtype),
                                    None))

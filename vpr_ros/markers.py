@@ -65,7 +65,8 @@ def _label(stamp: Time, frame_id: str, rank: int, pose: np.ndarray, score: float
 def loop_edge_markers(stamp: Time, frame_id: str, edges: np.ndarray,
                       scale_m: float = 1.0) -> MarkerArray:
     """One LINE_LIST (namespace ``vpr_loops``, id 0, replaced on every call) joining the two
-    keyframe positions of every loop edge so far: ``edges`` [E, 2, 3]."""
+    keyframe positions of each loop edge given: ``edges`` [E, 2, 3] (the caller keeps the
+    newest few hundred)."""
     marker = _marker(stamp, frame_id, 0, Marker.LINE_LIST,
                      np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]))
     marker.ns = LOOP_NAMESPACE

@@ -10,6 +10,8 @@ so the cloud names their camera too.
 """
 from __future__ import annotations
 
+from collections import deque
+
 from builtin_interfaces.msg import Time
 from geometry_msgs.msg import PoseArray, PoseWithCovarianceStamped
 import numpy as np
@@ -26,7 +28,7 @@ from vpr_ros.markers import candidate_markers, loop_edge_markers
 from vpr_ros.result import LoopArrays, ResultArrays
 
 OUTPUT_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-MAX_LOOP_EDGES = 100_000     # edges drawn in ~/markers (the oldest go first)
+MAX_LOOP_EDGES = 500     # newest loop edges drawn in ~/markers (the oldest go first)
 
 
 class OutputPublishers:
@@ -41,7 +43,7 @@ class OutputPublishers:
         self.base_frame = base_frame
         self.publish_markers = True
         self.marker_scale_m = 1.0
-        self._edges: list[np.ndarray] = []
+        self._edges: deque[np.ndarray] = deque(maxlen=MAX_LOOP_EDGES)
         make = node.create_lifecycle_publisher
         self._prior = make(PoseWithCovarianceStamped, '~/pose_prior', OUTPUT_QOS)
         self._candidates = make(PoseArray, '~/candidates', OUTPUT_QOS)
@@ -84,9 +86,11 @@ class OutputPublishers:
         """Publish one SLAM-mode result; returns 'accepted', 'rejected' or
         'invalid_covariance'. Nothing goes out unless a loop was accepted; then, in this
         order: ~/loop_constraint (when the loop has a relative pose), ~/candidates_cloud,
-        ~/loop_closure ``[t_cur, t_prev]`` and ~/markers (when both keyframe positions are
-        known), all stamped ``stamp`` (t_cur). A constraint whose covariance cannot be
-        repaired withholds the whole loop."""
+        ~/loop_closure ``[t_cur, t_prev]`` (only when the match is a keyframe of this
+        session: a previous session's t_prev is not in a live back-end's graph) and ~/markers
+        (when both keyframe positions are known; the newest ``MAX_LOOP_EDGES`` edges), all
+        stamped ``stamp`` (t_cur). A constraint whose covariance cannot be repaired withholds
+        the whole loop."""
         if not arrays.accepted:
             return 'rejected'
         constraint = None
@@ -97,11 +101,13 @@ class OutputPublishers:
                 return 'invalid_covariance'
             self._constraint.publish(constraint)
         self._cloud.publish(pack_cloud(stamp, self.map_frame, loop_points(arrays, camera)))
-        self._loop.publish(loop_closure_message(stamp_seconds(stamp),
-                                                arrays.match_stamp_ns / 1e9, 't_cur_t_prev'))
+        if not previous_session(arrays):
+            self._loop.publish(loop_closure_message(stamp_seconds(stamp),
+                                                    arrays.match_stamp_ns / 1e9,
+                                                    't_cur_t_prev'))
         edge = loop_edge(arrays)
         if edge is not None:
-            self._edges = self._edges[-(MAX_LOOP_EDGES - 1):] + [edge]
+            self._edges.append(edge)
             if self.publish_markers:
                 self._markers.publish(loop_edge_markers(stamp, self.map_frame,
                                                         np.stack(self._edges),
@@ -133,6 +139,11 @@ def loop_points(arrays: LoopArrays, camera: int) -> np.ndarray:
     points['stamp_nanosec'] = arrays.stamps_ns % 1_000_000_000
     points['previous_session'] = arrays.previous
     return points
+
+
+def previous_session(arrays: LoopArrays) -> bool:
+    """True when the accepted match (rank 0) is a keyframe of a previous session."""
+    return bool(len(arrays.previous) and arrays.previous[0]) or bool(arrays.match_session)
 
 
 def loop_edge(arrays: LoopArrays) -> np.ndarray | None:

@@ -82,3 +82,52 @@ def test_only_accepted_loops_are_published_and_edges_accumulate(ros):
     values = node.stats.values(0)
     assert values['accepted'] == '2' and values['invalid_covariance'] == '1'
     assert values['not_accepted.too_recent'] == '1'
+
+
+class RecordingNode:
+    """Stand-in lifecycle node: every publisher records what it is given, by topic."""
+
+    def __init__(self):
+        self.sent = {}
+
+    def create_lifecycle_publisher(self, kind, topic, qos):
+        sent = self.sent.setdefault(topic, [])
+
+        class Publisher:
+            def publish(self, message):
+                sent.append(message)
+        return Publisher()
+
+
+def loop(match, previous):
+    return LoopArrays(
+        stamp_ns=2000 * 10**9, accepted=True, reason='loop', events=(), keyframe=True,
+        score=0.7, match_stamp_ns=(1000 + match) * 10**9, match_session='s1' if previous else '',
+        keyframes=np.array([match]), place_ids=np.array([match]),
+        stamps_ns=np.array([(1000 + match) * 10**9]),
+        positions=np.array([[float(match), 0.0, 0.0]]), previous=np.array([previous]),
+        query_position=np.array([float(match), 5.0, 0.0]))
+
+
+def test_previous_session_loops_publish_no_loop_closure_but_keep_the_cloud():
+    from builtin_interfaces.msg import Time
+    from vpr_ros.outputs import OutputPublishers
+    node = RecordingNode()
+    outputs = OutputPublishers(node, 'odom', slam=True)
+    assert outputs.publish_loop(Time(sec=2000), loop(3, previous=True)) == 'accepted'
+    assert outputs.publish_loop(Time(sec=2000), loop(4, previous=False)) == 'accepted'
+    assert [m.data.tolist() for m in node.sent['~/loop_closure']] == [[2000.0, 1004.0]]
+    clouds = [cloud_to_array(m) for m in node.sent['~/candidates_cloud']]
+    assert [int(c['previous_session'][0]) for c in clouds] == [1, 0]
+
+
+def test_loop_edges_keep_only_the_newest():
+    from builtin_interfaces.msg import Time
+    from vpr_ros.outputs import MAX_LOOP_EDGES, OutputPublishers
+    node = RecordingNode()
+    outputs = OutputPublishers(node, 'odom', slam=True)
+    for match in range(MAX_LOOP_EDGES + 20):
+        outputs.publish_loop(Time(sec=2000), loop(match, previous=False))
+    points = node.sent['~/markers'][-1].markers[0].points
+    assert len(points) == 2 * MAX_LOOP_EDGES
+    assert points[0].x == 20.0 and points[-1].x == MAX_LOOP_EDGES + 19.0

@@ -102,7 +102,7 @@ def replay(ros, node, bag: Path) -> dict:
     BagPlayer(player, bag, ReplayOptions(rate=1000.0, clock=False,
                                          wait_for_subscribers_s=10.0)).play(
         progress=False, on_publish=wait_for_node)
-    assert wait_for(lambda: len(outputs['loops']) == node.stats.accepted, 10.0)
+    assert wait_for(lambda: len(outputs['clouds']) == node.stats.accepted, 10.0)
     return {name: [message for _, message in messages] for name, messages in outputs.items()}
 
 
@@ -123,14 +123,24 @@ def cli_loops(bag: Path, out: Path, *extra: str) -> set[tuple[int, int]]:
 
 
 def published_pairs(outputs: dict, stamps: list[int], previous: list[int] = ()) -> set:
-    """(query, match) stream indices of the published ``[t_cur, t_prev]``; a match in the
-    previous session as -1 - its index there (the CLI's convention)."""
-    pairs = set()
-    for message in outputs['loops']:
-        t_cur, t_prev = message.data
-        match = index_of(stamps, t_prev) if t_prev * 1e9 >= stamps[0] - 1 else \
-            -1 - index_of(list(previous), t_prev)
-        pairs.add((index_of(stamps, t_cur), match))
+    """(query, match) stream indices of the accepted loops, read from the candidate clouds
+    (rank 0 = the match); a match in the previous session as -1 - its index there (the CLI's
+    convention). ``[t_cur, t_prev]`` goes out for exactly the loops within this session."""
+    pairs, within = set(), set()
+    for message in outputs['clouds']:
+        first = cloud_to_array(message)[0]
+        t_cur = stamp_ns(message.header.stamp) / 1e9
+        t_prev = int(first['stamp_sec']) + int(first['stamp_nanosec']) / 1e9
+        query = index_of(stamps, t_cur)
+        if first['previous_session']:
+            pairs.add((query, -1 - index_of(list(previous), t_prev)))
+        else:
+            pairs.add((query, index_of(stamps, t_prev)))
+            within.add((t_cur, t_prev))
+    closures = [tuple(message.data) for message in outputs['loops']]
+    assert len(closures) == len(within)
+    assert {(index_of(stamps, a), index_of(stamps, b)) for a, b in closures} == \
+        {(index_of(stamps, a), index_of(stamps, b)) for a, b in within}
     return pairs
 
 

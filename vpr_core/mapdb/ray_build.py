@@ -16,6 +16,7 @@ the model travels through Ray's object store.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -24,7 +25,7 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 from tqdm import tqdm
@@ -43,6 +44,7 @@ logger = logging.getLogger(__name__)
 INSTALL_HINT = "pip install -r requirements-ray.txt (or pip install 'vpr_ros[ray]')"
 MAX_BLOCKS = 1000       # dataset blocks of group rows (a block holds one or more groups)
 LOOPBACK_ONLY = 'RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER'     # '0': Ray's single-machine mode
+USAGE_STATS = 'RAY_USAGE_STATS_ENABLED'
 
 
 @dataclass(frozen=True)
@@ -87,14 +89,9 @@ def build_map_ray(source: ImageFolderSource | BagSource, extractor: DescriptorSo
         raise MapError('no keyframe to build a map from')
     reader = make_reader(source, table)
     make = worker_extractor or default_worker_extractor(extractor)
-    started = connect(ray_config)
-    ray = _import_ray()
-    try:
+    with ray_session(ray_config) as ray, _data_context(ray):
         rows = _run(ray, table, chosen, reader, make, config, ray_config)
         gathered = _gather(rows, table, chosen, config, extractor.fingerprint, progress)
-    finally:
-        if started:
-            ray.shutdown()
     kept, descriptors, thumbnails, skipped = gathered
     return assemble_map(table, extractor, config, kept, descriptors, thumbnails, skipped,
                         out=out, lock_timeout_s=lock_timeout_s,
@@ -123,6 +120,41 @@ def _copy_of(extractor: DescriptorSource) -> DescriptorSource:
     return extractor
 
 
+@contextlib.contextmanager
+def ray_session(ray_config: RayConfig) -> Iterator:
+    """``ray`` joined or started (:func:`connect`) for the block; a Ray started here is shut
+    down afterwards and the environment variables :func:`connect` set are restored, so a
+    later join of this process (``--address``) does not inherit the loopback-only mode."""
+    saved = {name: os.environ.get(name) for name in (LOOPBACK_ONLY, USAGE_STATS)}
+    try:
+        started = connect(ray_config)
+        ray = _import_ray()
+        try:
+            yield ray
+        finally:
+            if started:
+                ray.shutdown()
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@contextlib.contextmanager
+def _data_context(ray) -> Iterator[None]:
+    """Ray Data's (process-global) context set for the build, restored afterwards."""
+    context = ray.data.DataContext.get_current()
+    saved = context.execution_options.preserve_order, context.enable_progress_bars
+    context.execution_options.preserve_order = True
+    context.enable_progress_bars = False
+    try:
+        yield
+    finally:
+        context.execution_options.preserve_order, context.enable_progress_bars = saved
+
+
 def connect(ray_config: RayConfig) -> bool:
     """Join or start Ray; True when this call started it (and must stop it).
 
@@ -130,7 +162,7 @@ def connect(ray_config: RayConfig) -> bool:
     read when ``ray`` is imported, set here unless given): every Ray process binds to
     127.0.0.1 and nothing listens on another interface.
     """
-    os.environ.setdefault('RAY_USAGE_STATS_ENABLED', '0')
+    os.environ.setdefault(USAGE_STATS, '0')
     late = 'ray' in sys.modules and LOOPBACK_ONLY not in os.environ
     if not ray_config.address:
         os.environ.setdefault(LOOPBACK_ONLY, '0')
@@ -161,15 +193,27 @@ def worker_resources(ray_config: RayConfig, cluster: dict) -> tuple[int, dict]:
     return count, {'num_cpus': 1}
 
 
+def check_fits(count: int, resources: dict, cluster: dict) -> None:
+    """ConfigError unless ``count`` actors of ``resources`` fit in the cluster's resources
+    (Ray Data would wait for the missing actors forever)."""
+    if count < 1:
+        raise ConfigError(f'the Ray build needs at least one worker, got {count}')
+    for key, name in (('num_cpus', 'CPU'), ('num_gpus', 'GPU')):
+        need, have = count * float(resources.get(key, 0.0)), float(cluster.get(name, 0.0))
+        if need > have + 1e-9:
+            raise ConfigError(
+                f'{count} Ray workers need {need:g} {name}s ({resources.get(key):g} each) but '
+                f'the cluster has {have:g}: lower --workers (or join a larger cluster)')
+
+
 def _run(ray, table, chosen, reader, make, config, ray_config):
     """The (lazy) dataset of described groups."""
-    context = ray.data.DataContext.get_current()
-    context.execution_options.preserve_order = True
-    context.enable_progress_bars = False
     size = config.batch_size
     groups = [{'group': k, 'indices': chosen[start:start + size]}
               for k, start in enumerate(range(0, len(chosen), size))]
-    count, resources = worker_resources(ray_config, ray.cluster_resources())
+    cluster = ray.cluster_resources()
+    count, resources = worker_resources(ray_config, cluster)
+    check_fits(count, resources, cluster)
     logger.info('Ray build: %d groups of up to %d keyframes, %d actors (%s each)',
                 len(groups), size, count, resources)
     dataset = ray.data.from_items(groups, override_num_blocks=min(len(groups), MAX_BLOCKS))

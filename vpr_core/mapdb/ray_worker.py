@@ -30,26 +30,43 @@ ReadFrame = tuple[int, np.ndarray | None, str | None]
 @dataclass(frozen=True)
 class ModelSpec:
     """How a worker makes its descriptor source: one of our checkpoints, as bytes, or the
-    weight-free pixel baseline (``checkpoint`` None)."""
+    weight-free pixel baseline (``checkpoint`` None), with every extractor setting that
+    changes the descriptors (``fp16``: None is the worker device's default, ``onnx_cache``:
+    where the onnxruntime / TensorRT backends keep the exported graph, a path every node can
+    write)."""
 
     checkpoint: bytes | None
     device: str = 'auto'
     backend: str = 'torch'
     batch_size: int = 16
+    fp16: bool | None = None
+    crossimage_policy: str = 'single'
+    onnx_cache: str | None = None
 
     @classmethod
-    def of(cls, extractor: Any, device: str = 'auto', backend: str | None = None
+    def of(cls, extractor: Any, device: str = 'auto', backend: str | None = None, *,
+           fp16: bool | None | str = 'extractor', onnx_cache: str | Path | None = None
            ) -> 'ModelSpec':
         """The spec of a ``vpr_core.extractor.Extractor``: its model saved to bytes, its
-        batch size, the workers' ``device`` (``auto``: a GPU where the worker has one) and
-        ``backend`` (None: the extractor's)."""
+        batch size and cross-image policy, the workers' ``device`` (``auto``: a GPU where the
+        worker has one) and ``backend`` (None: the extractor's).
+
+        ``fp16`` ``'extractor'``: the extractor's precision where it runs on CUDA (fp16 on or
+        off), else None (a CPU extractor says nothing of CUDA workers: their default, as a
+        single-process build there). ``onnx_cache``: the workers' ONNX cache folder.
+        """
         from vpr_core.model.checkpoint import save_model
         with tempfile.TemporaryDirectory(prefix='vpr-ray-model-') as folder:
             path = Path(folder) / 'model.safetensors'
             save_model(extractor.model, path)
             blob = path.read_bytes()
+        if fp16 == 'extractor':
+            on_cuda = getattr(getattr(extractor, 'device', None), 'type', None) == 'cuda'
+            fp16 = bool(extractor.fp16) if on_cuda else None
         return cls(blob, device=device, backend=backend or extractor.backend,
-                   batch_size=extractor.batch_size)
+                   batch_size=extractor.batch_size, fp16=fp16,
+                   crossimage_policy=str(extractor.crossimage_policy),
+                   onnx_cache=None if onnx_cache is None else str(onnx_cache))
 
     def __call__(self) -> DescriptorSource:
         """A descriptor source on this worker (the checkpoint's fingerprint is verified)."""
@@ -63,7 +80,9 @@ class ModelSpec:
             path.write_bytes(self.checkpoint)
             model = load_model(path)
         return Extractor(model, device=self.device, batch_size=self.batch_size,
-                         backend=self.backend)
+                         backend=self.backend, fp16=self.fp16,
+                         crossimage_policy=self.crossimage_policy,  # type: ignore[arg-type]
+                         onnx_cache=self.onnx_cache)
 
 
 @dataclass(frozen=True)

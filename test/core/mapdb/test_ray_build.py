@@ -14,7 +14,7 @@ import pytest
 
 from vpr_core.bags import BagWriter
 from vpr_core.cli import main
-from vpr_core.errors import MapError
+from vpr_core.errors import ConfigError, MapError
 from vpr_core.extractor import Extractor
 from vpr_core.image import load_image_file
 from vpr_core.mapdb.builder import build_map, BuildConfig
@@ -27,7 +27,8 @@ from vpr_core.mapdb.source import BagSource, ImageFolderSource
 os.environ.setdefault('RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER', '0')
 os.environ.setdefault('RAY_USAGE_STATS_ENABLED', '0')
 ray = pytest.importorskip('ray')
-from vpr_core.mapdb.ray_build import build_map_ray, RayConfig  # noqa: E402
+from vpr_core.mapdb.ray_build import build_map_ray, LOOPBACK_ONLY, RayConfig  # noqa: E402
+from vpr_core.mapdb.ray_worker import ModelSpec  # noqa: E402
 
 SECOND = 1_000_000_000
 ARRAYS = ('floats', 'codes', 'positions', 'orientations', 'stamps_ns', 'thumbnails', 'names')
@@ -204,3 +205,48 @@ def test_build_map_command_with_the_ray_engine(frames, cluster, tmp_path, capsys
     assert main(['build-map', '--images', str(folder), '--out', str(tmp_path / 'x'),
                  '--address', 'auto']) == 2
     assert '--address and --workers need --engine ray' in capsys.readouterr().err
+
+
+def test_more_workers_than_the_cluster_holds_is_a_clear_error(extractor, frames, cluster,
+                                                              tmp_path):
+    source = ImageFolderSource(write_folder(tmp_path / 'images', frames[:8]))
+    out = tmp_path / 'map'
+    expected = '5 Ray workers need 5 CPUs .* the cluster has 2: lower --workers'
+    with deadline(60), pytest.raises(ConfigError, match=expected):
+        build_map_ray(source, extractor, BuildConfig(batch_size=4), out=out,
+                      ray_config=RayConfig(address=cluster, workers=5), progress=False)
+    assert not out.exists() and not ray.is_initialized()
+
+
+def test_local_ray_is_shut_down_and_the_process_state_restored(
+        extractor, frames, tmp_path, monkeypatch):
+    """address None: a local Ray is started, stopped afterwards; the loopback-only variable
+    and Ray Data's global context are as before."""
+    assert not ray.is_initialized()
+    monkeypatch.delenv(LOOPBACK_ONLY, raising=False)
+    context = ray.data.DataContext.get_current()
+    before = context.execution_options.preserve_order, context.enable_progress_bars
+    source = ImageFolderSource(write_folder(tmp_path / 'images', frames[:6]))
+    config = BuildConfig(batch_size=4)
+    single = build_map(source, extractor, config, progress=False)
+    with deadline(120):
+        local = build_map_ray(source, extractor, config, progress=False,
+                              ray_config=RayConfig(workers=1, local_cpus=1))
+    assert np.array_equal(single.floats, local.floats)
+    assert not ray.is_initialized()
+    assert LOOPBACK_ONLY not in os.environ
+    context = ray.data.DataContext.get_current()
+    assert (context.execution_options.preserve_order, context.enable_progress_bars) == before
+
+
+def test_model_spec_carries_every_descriptor_setting(tmp_path):
+    extractor = Extractor.from_weights(None, device='cpu', batch_size=3,
+                                       crossimage_policy='fixed_batch')
+    spec = ModelSpec.of(extractor, 'cpu', onnx_cache=tmp_path / 'onnx')
+    assert (spec.batch_size, spec.crossimage_policy, spec.backend) == (3, 'fixed_batch', 'torch')
+    assert spec.fp16 is None        # a CPU extractor: the workers' device default
+    assert spec.onnx_cache == str(tmp_path / 'onnx')
+    assert ModelSpec.of(extractor, fp16=False).fp16 is False
+    worker = spec()
+    assert worker.crossimage_policy == 'fixed_batch' and worker.batch_size == 3
+    assert worker.fingerprint == extractor.fingerprint

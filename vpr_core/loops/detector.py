@@ -17,7 +17,9 @@ run the same object frame by frame). Per frame:
    candidate) is the loop.
 
 When verification steps aside (reason ``too_small``: images below ``verify.min_image_side``
-such as 64x32 thumbnails, or a candidate without stored features; ``off``: features 'none'),
+such as 64x32 thumbnails; ``no_features``: a candidate keyframe without usable local
+features: a previous map saved without them, with a damaged or stale feature file, or with
+features of another kind than ``verify.features``; ``off``: features 'none'),
 nothing geometric can confirm or reject the match, so the descriptor evidence must carry it
 alone: the candidate needs the stricter run ``unverified_consistency`` and the loop is
 accepted flagged unverified (``LoopClosure.verified`` False, no relative pose), as the best
@@ -36,7 +38,7 @@ import numpy as np
 from vpr_core.errors import IncompatibleMapError, MapError
 from vpr_core.geometry.camera import CameraModel
 from vpr_core.geometry.features import extract_features, LocalFeatures
-from vpr_core.geometry.verification import verify
+from vpr_core.geometry.verification import Verification, verify
 from vpr_core.loops.config import LoopConfig
 from vpr_core.loops.consistency import ConsistencyFilter
 from vpr_core.loops.features import load_features, save_features
@@ -51,7 +53,9 @@ from vpr_core.mapdb.recorder import MapRecorder
 
 logger = logging.getLogger(__name__)
 
-STEPPED_ASIDE = ('too_small', 'off')      # verification reasons that neither confirm nor reject
+# verification reasons that neither confirm nor reject: 'no_features' is the detector's own
+# (a candidate keyframe without usable stored local features)
+STEPPED_ASIDE = ('too_small', 'off', 'no_features')
 
 
 class LoopDetector:
@@ -104,7 +108,25 @@ class LoopDetector:
                         self.frame_id, frame_id)
         self.store.add(previous.descriptors)
         self._stamps.extend(int(s) for s in previous.stamps_ns)
-        self._features = load_features(previous.path, previous.manifest.map_id, previous.size)
+        features = load_features(previous.path, previous.manifest.map_id, previous.size)
+        self._features = self._usable(features, str(previous.path))
+
+    def _usable(self, features: list[LocalFeatures | None], source: str
+                ) -> list[LocalFeatures | None]:
+        """``features`` without those of another kind than ``verify.features`` (they cannot
+        be matched: their keyframes go the unverified path, reason ``no_features``)."""
+        wanted = self.config.verify.features
+        if wanted == 'none':
+            return features
+        other = sorted({f.kind for f in features if f is not None and f.kind != wanted})
+        if not other:
+            return features
+        dropped = sum(f is not None and f.kind != wanted for f in features)
+        logger.warning('map %s: %d keyframes store %s local features but verify.features is '
+                       "'%s'; they are dropped and those keyframes are matched without "
+                       'geometric verification (reason no_features)', source, dropped,
+                       '/'.join(other), wanted)
+        return [f if f is None or f.kind == wanted else None for f in features]
 
     @property
     def size(self) -> int:
@@ -220,8 +242,7 @@ class LoopDetector:
                       if runs_any[int(r)] >= config.consistency]
         reason, previous, self._last_verified = 'inconsistent', self._last_verified, None
         for rank, (row, score) in enumerate(consistent[:config.max_verifications]):
-            outcome = verify(features, self._features[row], config.verify,
-                             camera=camera or self.camera, query_depth=depth)
+            outcome = self._verify(features, self._features[row], camera, depth)
             stepped_aside = not outcome.accepted and outcome.reason in STEPPED_ASIDE
             unverified = stepped_aside and row == int(rows[0]) and \
                 runs_top.get(row, 0) >= config.unverified_consistency
@@ -232,9 +253,18 @@ class LoopDetector:
                 self._last_verified = (row, outcome.inliers) if outcome.accepted else None
                 return 'loop', self._closure(index, stamp_ns, row, score, outcome,
                                              [int(r) for r in rows])
-            if rank == 0 and not stepped_aside:
+            if rank == 0 and (not stepped_aside or outcome.reason == 'no_features'):
                 reason = 'weak_evidence' if outcome.accepted else outcome.reason
         return reason, None
+
+    def _verify(self, features: LocalFeatures | None, candidate: LocalFeatures | None,
+                camera: CameraModel | None, depth: np.ndarray | None) -> Verification:
+        """Geometric verification of one candidate; reason ``no_features`` (stepping aside)
+        when the query has features but the candidate has none of the same kind."""
+        if features is not None and (candidate is None or candidate.kind != features.kind):
+            return Verification(False, 'no_features')
+        return verify(features, candidate, self.config.verify, camera=camera or self.camera,
+                      query_depth=depth)
 
     def _enough_evidence(self, row: int, inliers: int, previous: tuple[int, int] | None
                          ) -> bool:

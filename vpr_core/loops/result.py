@@ -15,8 +15,9 @@ class LoopClosure:
     ``match_index`` (indices into the detector's database, previous sessions first).
 
     ``match_session``: map id of the previous session holding the match ('' = this one);
-    ``verification``: the geometric outcome (``accepted`` False with reason ``too_small`` or
-    ``off`` for a loop accepted unverified); ``candidates``: the rows considered, best first.
+    ``verification``: the geometric outcome (``accepted`` False with reason ``too_small``,
+    ``no_features`` or ``off`` for a loop accepted unverified); ``candidates``: the rows
+    considered, best first.
     """
 
     query_index: int

@@ -5,6 +5,8 @@ loops need ``unverified_consistency`` consecutive agreeing keyframes (accepted u
 """
 import dataclasses
 
+import numpy as np
+
 import pytest
 
 from vpr_core.errors import IncompatibleMapError, MapError
@@ -158,3 +160,50 @@ def test_weak_geometric_evidence_needs_the_previous_keyframe():
     assert not detector._enough_evidence(12, 30, (20, 200))     # not a neighbour
     with pytest.raises(Exception, match='evidence_inliers'):
         LoopConfig(evidence_inliers=-1)
+
+
+def textured_image(place: int, variant: int = 0, size: int = 160):
+    """A textured image of ``place`` (local features can be extracted); pixel (0, 0) names
+    the place and the variant for the toy model."""
+    image = np.random.default_rng(place).integers(0, 256, (size, size, 3), dtype=np.uint8)
+    image[0, 0, 0], image[0, 0, 1] = place, variant
+    return image
+
+
+def _textured_session(tmp_path, config=CONFIG):
+    """Session 1 (20 textured keyframes with ORB features) saved to tmp_path / 'map'."""
+    first = LoopDetector(PlaceExtractor(), config)
+    for place in range(20):
+        first.process(textured_image(place, 1), float(place))
+    first.save(tmp_path / 'map')
+    assert (tmp_path / 'map' / 'local_features_keypoints.npy').is_file()
+    return MapDatabase.load(tmp_path / 'map')
+
+
+def _second_session(detector):
+    return [detector.process(textured_image(place, 2), 1000.0 + place) for place in range(20)]
+
+
+def test_previous_features_of_another_kind_are_dropped_at_load(tmp_path, caplog):
+    previous = _textured_session(tmp_path)
+    sift = dataclasses.replace(CONFIG, verify=dataclasses.replace(CONFIG.verify,
+                                                                  features='sift'))
+    second = LoopDetector(PlaceExtractor(), sift, previous=previous)
+    assert "store orb local features but verify.features is 'sift'" in caplog.text
+    results = _second_session(second)          # raised ConfigError before
+    loops = [r.loop for r in results if r.loop is not None]
+    assert len(loops) == 18 and all(not loop.verified for loop in loops)
+    assert {loop.verification.reason for loop in loops} == {'no_features'}
+    assert second.counts['no_features'] == 1       # the run's second keyframe (consistent)
+
+
+def test_missing_stored_features_give_reason_no_features(tmp_path, caplog):
+    previous = _textured_session(tmp_path)
+    (tmp_path / 'map' / 'local_features_keypoints.npy').unlink()
+    second = LoopDetector(PlaceExtractor(), CONFIG, previous=previous)
+    assert 'without geometric verification' in caplog.text
+    loops = [r.loop for r in _second_session(second) if r.loop is not None]
+    assert len(loops) == 18
+    assert all(loop.verification.reason == 'no_features' and loop.verification.pose is None
+               for loop in loops)
+    assert second.counts['no_features'] == 1 and 'too_small' not in second.counts

@@ -20,6 +20,7 @@ by index (frame i of each is the same place).
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -252,9 +253,13 @@ def mine_places(sessions: Sequence[Session], cfg: MiningConfig) -> MinedPlaces:
         raise ConfigError(f'no place has {cfg.min_images_per_place} or more images within '
                           f'{radius:g} {"m" if posed else "frames"} of each other; record '
                           'denser frames or raise the positive radius')
-    keys = [(s.name, int(i)) for s in sessions for i in s.indices]
+    keys = [(name, int(i)) for s, name in zip(sessions, session_keys(sessions))
+            for i in s.indices]
     cache = {Path(f'{name}#{i}'): image for (name, i), image
              in zip(keys, (im for s in sessions for im in s.images))}
+    if len(cache) != len(keys):
+        raise ConfigError(f'{len(keys) - len(cache)} frames share a session name and index; '
+                          'give each session a distinct name')
     files = list(cache)
     centres, members = centres[keep], [members[i] for i in keep]
     places = PlaceSet(places=[[files[j] for j in m] for m in members],
@@ -263,6 +268,14 @@ def mine_places(sessions: Sequence[Session], cfg: MiningConfig) -> MinedPlaces:
     logger.info('%d places from %d frames of %d sessions (%.1f images per place)',
                 len(members), len(files), len(sessions), np.mean([len(m) for m in members]))
     return MinedPlaces(places, conflicts, len(files), posed)
+
+
+def session_keys(sessions: Sequence[Session]) -> list[str]:
+    """Each session's name in the image cache keys (``name#index``): its name, with
+    ``@position`` added where another session has the same name (one path given twice), so
+    no two frames share a key."""
+    counts = Counter(s.name for s in sessions)
+    return [s.name if counts[s.name] == 1 else f'{s.name}@{k}' for k, s in enumerate(sessions)]
 
 
 class SpacedBatchSampler(PlaceBatchSampler):

@@ -104,6 +104,21 @@ def test_two_unposed_sessions_align_by_index(unposed_folder, tmp_path):
     assert sum(1 for f in mined.places.places[4] if str(f).startswith('second')) == 3
 
 
+def test_one_session_given_twice_keeps_every_frame_and_its_own_image():
+    xs = np.arange(0.0, 10.0, 0.5)
+    first = posed_session('run', xs, np.zeros(len(xs)))
+    second = posed_session('run', xs + 0.1, np.zeros(len(xs)))
+    second.images = [place_image(i, 100 + i) for i in range(len(xs))]
+    mined = mine_places([first, second], MiningConfig(positive_radius_m=1.0,
+                                                      negative_radius_m=3.0))
+    cache = mined.places.cache
+    assert mined.frames == len(cache) == 2 * len(xs)
+    images = first.images + second.images
+    for k, (path, image) in enumerate(cache.items()):
+        assert image is images[k], path
+    assert {str(p).split('#')[0] for p in cache} == {'run@0', 'run@1'}
+
+
 def test_bag_sessions_combine_by_pose(tmp_path):
     write_teach_bag(tmp_path / 'a', storage='sqlite3')
     write_teach_bag(tmp_path / 'b', seed=1, pose_kind='pose', compressed=True)

@@ -74,8 +74,8 @@ class AdaptConfig:
 
 @dataclass(frozen=True)
 class AdaptResult:
-    """What a run did: mean loss per pass over the places, places, frames, steps, wall and
-    CPU seconds."""
+    """What a run did: mean loss per pass over the places, places, frames, steps run (fewer
+    than planned where the time limit stopped it), wall and CPU seconds."""
 
     path: Path
     fingerprint: str
@@ -158,17 +158,19 @@ def adapt(sessions: Sequence[SessionSpec], out: str | Path, cfg: AdaptConfig = A
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total)
     original = copy.deepcopy(model).eval().requires_grad_(False) if cfg.distill_weight \
         else None
-    losses = _train(model, original, loader, total, AdaptCriterion(model.outputs, cfg),
-                    optimizer, scheduler, device, cfg, progress, wall)
+    losses, steps = _train(model, original, loader, total,
+                           AdaptCriterion(model.outputs, cfg), optimizer, scheduler, device,
+                           cfg, progress, wall)
     model.eval()
     result_meta = {'adapted': {'from': str(model_path), 'from_fingerprint': base_fingerprint,
                                'sessions': [s.name for s in sessions], 'places':
                                len(mined.places), 'frames': mined.frames,
-                               'steps': total, 'epoch_losses': losses,
+                               'steps': steps, 'planned_steps': total,
+                               'epoch_losses': losses,
                                'config': to_dict(cfg)}}
     fingerprint = save_model(model, out, metadata=result_meta)
     return AdaptResult(Path(out), fingerprint, base_fingerprint, tuple(losses),
-                       len(mined.places), mined.frames, total,
+                       len(mined.places), mined.frames, steps,
                        time.perf_counter() - wall, time.process_time() - cpu)
 
 
@@ -189,9 +191,9 @@ def _train_mode(model: VPRModel, freeze_bn_stats: bool) -> None:
 
 
 def _train(model, original, loader, total, criterion, optimizer, scheduler, device, cfg,
-           progress, start) -> list[float]:
-    """``total`` steps in passes over the places (each pass a new order and new draws);
-    returns the mean loss of every pass."""
+           progress, start) -> tuple[list[float], int]:
+    """``total`` steps in passes over the places (each pass a new order and new draws), fewer
+    where ``time_limit_min`` runs out; returns the mean loss of every pass and the steps run."""
     losses: list[float] = []
     means: list[float] = []
     with tqdm(total=total, desc='adapt', unit='step', disable=not progress) as bar:
@@ -213,7 +215,9 @@ def _train(model, original, loader, total, criterion, optimizer, scheduler, devi
             means.append(float(np.mean(losses[first:])))
             logger.info('pass %d: loss %.4f over %d steps', len(means), means[-1],
                         len(losses) - first)
-    return means
+    if len(losses) < total:
+        logger.info('time limit: stopped after %d of %d steps', len(losses), total)
+    return means, len(losses)
 
 
 def _step(model, original, batch, criterion, optimizer, device, grad_clip) -> float:

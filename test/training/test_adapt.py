@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from teach_bag import write_teach_bag
+import training.adapt as adapt_module
 from training.adapt import adapt, AdaptConfig, AdaptCriterion, adapt_trainable
 from training.bag_places import MiningConfig, SessionSpec
 from training.config import AugmentConfig
@@ -52,6 +53,22 @@ def test_adapting_on_bags_lowers_the_loss_and_keeps_the_backbone(
     extra = read_metadata(out).extra['adapted']
     assert extra['from_fingerprint'] == result.base_fingerprint
     assert extra['places'] == 12 and len(extra['epoch_losses']) == 4
+
+
+def test_a_time_limit_reports_the_steps_actually_run(tmp_path, tiny_model, teach_bags,
+                                                     monkeypatch):
+    checks = []
+
+    def out_of_time(cfg, start):      # the clock runs out once three steps are done
+        checks.append(1)
+        return len(checks) > 3
+    monkeypatch.setattr(adapt_module, '_out_of_time', out_of_time)
+    cfg = AdaptConfig(mining=MINING, places_per_batch=4, images_per_place=2, epochs=4,
+                      min_steps=0, device='cpu', time_limit_min=5.0)
+    out = tmp_path / 'adapted.safetensors'
+    result = adapt(teach_bags, out, cfg, tiny_model, progress=False)
+    extra = read_metadata(out).extra['adapted']
+    assert result.steps == extra['steps'] == 3 and extra['planned_steps'] == 12
 
 
 def test_frozen_batchnorm_statistics_stay(tmp_path, tiny_model, teach_bags):

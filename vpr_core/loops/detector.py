@@ -91,8 +91,7 @@ class LoopDetector:
         self._last_keyframe_s: float | None = None
         self._travel_m: float | None = None
         self._position: np.ndarray | None = None
-        self._pose: Pose | None = None
-        self._posed = False
+        self._unposed = 0        # this session's keyframes without a valid odometry pose
         self.counts: dict[str, int] = {}
 
     def _load_previous(self, previous: MapDatabase, frame_id: str) -> None:
@@ -200,7 +199,7 @@ class LoopDetector:
             self._travel_m += float(np.linalg.norm(position - self._position))
         else:
             self._travel_m = 0.0
-        self._position, self._pose = position, odometry
+        self._position = position
         return events
 
     def _is_keyframe(self, stamp_ns: int, odometry: Pose | None) -> bool:
@@ -222,9 +221,9 @@ class LoopDetector:
         self.store.add(descriptors, self._elapsed_s, travel)
         self._features.append(features)
         self._stamps.append(stamp_ns)
-        self._posed = self._posed or odometry is not None
+        self._unposed += odometry is None
         session_row = index - self.store.previous
-        pose = self._pose if self._pose is not None else Pose((float(session_row), 0.0, 0.0))
+        pose = odometry if odometry is not None else Pose((float(session_row), 0.0, 0.0))
         self._recorder.add(None, stamp_ns, pose, descriptors=descriptors)
         return index
 
@@ -298,18 +297,48 @@ class LoopDetector:
 
     def session_map(self) -> MapDatabase:
         """Previous sessions and this one as one map (this session's place ids follow the
-        previous ones; poses are synthetic, 1 m per keyframe, when no odometry came)."""
+        previous ones).
+
+        This session is posed only when every keyframe had a valid odometry pose; otherwise
+        its poses are synthetic (1 m per keyframe along x, flagged ``synthetic_poses``). When
+        the previous map's poses are of the other kind (or of another frame), the combined
+        map gets synthetic poses for every row, with a warning: the loop-closure database
+        needs descriptors, stamps and features, not metric poses, and a session must never
+        be lost at save time for this reason.
+        """
         session = self._recorder.to_map()
-        manifest = session.manifest.with_changes(
-            source=dict(session.manifest.source, kind='loops'),
-            **({} if self._posed else {'synthetic_poses': True, 'orientation_source': 'none'}))
+        posed = session.size > 0 and self._unposed == 0
+        changes = {} if posed else {'synthetic_poses': True, 'orientation_source': 'none'}
+        manifest = session.manifest.with_changes(source=dict(session.manifest.source,
+                                                             kind='loops'), **changes)
         ids = self._session_place_offset() + np.arange(session.size, dtype=np.int64)
         session = MapDatabase(manifest, session.descriptors, session.positions,
                               session.orientations, session.stamps_ns, ids,
                               names=session.names)
-        if self.previous is None:
+        if not posed:
+            session = synthetic_poses(session)
+        previous = self.previous
+        if previous is None:
             return session
-        return self.previous.append(session) if session.size else self.previous
+        if not session.size:
+            return previous
+        if previous.manifest.synthetic_poses != session.manifest.synthetic_poses or \
+                previous.manifest.frame_id != session.manifest.frame_id:
+            logger.warning(
+                "previous map %s has %s poses in frame '%s', this session %s poses in "
+                "frame '%s': the combined map is saved with synthetic poses for all %d "
+                'keyframes (loop closure needs no metric poses; the measured ones are '
+                'dropped)', previous.path,
+                'synthetic' if previous.manifest.synthetic_poses else 'measured',
+                previous.manifest.frame_id,
+                'synthetic' if session.manifest.synthetic_poses else 'measured',
+                session.manifest.frame_id, previous.size + session.size)
+            previous, session = synthetic_poses(previous), synthetic_poses(session)
+            session = MapDatabase(session.manifest.with_changes(
+                frame_id=previous.manifest.frame_id), session.descriptors, session.positions,
+                session.orientations, session.stamps_ns, session.place_ids,
+                names=session.names)
+        return previous.append(session)
 
     def save(self, path: str | Path) -> str:
         """Write the session map and every keyframe's local features to ``path`` atomically
@@ -323,6 +352,19 @@ class LoopDetector:
         logger.info('saved %d keyframes (%d of this session) with local features to %s',
                     self.size, self.size - self.store.previous, path)
         return database.manifest.map_id
+
+
+def synthetic_poses(database: MapDatabase) -> MapDatabase:
+    """``database`` with made-up poses (row i at (i, 0, 0), identity orientation), flagged
+    ``synthetic_poses``."""
+    count = database.size
+    positions = np.zeros((count, 3))
+    positions[:, 0] = np.arange(count, dtype=np.float64)
+    orientations = np.tile([0.0, 0.0, 0.0, 1.0], (count, 1))
+    manifest = database.manifest.with_changes(synthetic_poses=True, orientation_source='none')
+    return MapDatabase(manifest, database.descriptors, positions, orientations,
+                       database.stamps_ns, database.place_ids, database.thumbnails,
+                       database.names, database.path)
 
 
 def with_verification(config: LoopConfig, enabled: bool) -> LoopConfig:

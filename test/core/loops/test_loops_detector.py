@@ -207,3 +207,45 @@ def test_missing_stored_features_give_reason_no_features(tmp_path, caplog):
     assert all(loop.verification.reason == 'no_features' and loop.verification.pose is None
                for loop in loops)
     assert second.counts['no_features'] == 1 and 'too_small' not in second.counts
+
+
+def _moving(i):
+    return Pose((2.0 * i, 1.0, 0.0))
+
+
+@pytest.mark.parametrize('first_posed', [True, False])
+def test_sessions_with_and_without_odometry_save_with_synthetic_poses(tmp_path, caplog,
+                                                                      first_posed):
+    """One session with odometry, the other without (both orders): the save keeps both
+    sessions, with synthetic poses for every row (append raised MapError before)."""
+    first = LoopDetector(PlaceExtractor(), CONFIG)
+    _feed(first, range(10), odometry=_moving if first_posed else None)
+    first.save(tmp_path / 'one')
+    previous = MapDatabase.load(tmp_path / 'one')
+    assert previous.manifest.synthetic_poses != first_posed
+    second = LoopDetector(PlaceExtractor(), CONFIG, previous=previous)
+    _feed(second, range(10, 15), start_s=100.0, odometry=None if first_posed else _moving)
+    second.save(tmp_path / 'both')
+    both = MapDatabase.load(tmp_path / 'both')
+    assert both.size == 15 and both.manifest.synthetic_poses
+    assert both.positions[:, 0].tolist() == [float(i) for i in range(15)]
+    assert 'synthetic poses for all 15 keyframes' in caplog.text
+
+
+def test_session_is_posed_only_when_every_keyframe_had_odometry(tmp_path):
+    late = LoopDetector(PlaceExtractor(), CONFIG)       # odometry from the 4th keyframe on
+    _feed(late, range(8), odometry=lambda i: None if i < 3 else _moving(i))
+    late.save(tmp_path / 'late')
+    saved = MapDatabase.load(tmp_path / 'late')
+    assert saved.manifest.synthetic_poses
+    assert saved.positions[:, 0].tolist() == [float(i) for i in range(8)]
+    gap = LoopDetector(PlaceExtractor(), CONFIG)        # odometry lost after the 4th
+    _feed(gap, range(8), odometry=lambda i: _moving(i) if i < 4 else None)
+    gap.save(tmp_path / 'gap')
+    assert MapDatabase.load(tmp_path / 'gap').manifest.synthetic_poses
+    full = LoopDetector(PlaceExtractor(), CONFIG)
+    _feed(full, range(8), odometry=_moving)
+    full.save(tmp_path / 'full')
+    saved = MapDatabase.load(tmp_path / 'full')
+    assert not saved.manifest.synthetic_poses
+    assert saved.positions.tolist() == [[2.0 * i, 1.0, 0.0] for i in range(8)]

@@ -30,6 +30,7 @@ verified: where geometry can judge, geometry decides.
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 import logging
 from pathlib import Path
 
@@ -47,7 +48,6 @@ from vpr_core.loops.store import KeyframeStore
 from vpr_core.mapdb.builder import BuildConfig
 from vpr_core.mapdb.database import MapDatabase
 from vpr_core.mapdb.keyframe import KeyframeConfig, KeyframeSelector
-from vpr_core.mapdb.lock import map_write_lock
 from vpr_core.mapdb.pose import Pose
 from vpr_core.mapdb.recorder import MapRecorder
 
@@ -340,18 +340,43 @@ class LoopDetector:
                 names=session.names)
         return previous.append(session)
 
-    def save(self, path: str | Path) -> str:
-        """Write the session map and every keyframe's local features to ``path`` atomically
-        under the map's write lock; returns the map id. Reloadable as ``previous``."""
+    def snapshot(self) -> SessionSnapshot:
+        """What :meth:`save` writes, copied now (cheap next to the write): the session map
+        and every keyframe's local features. Take it under the caller's lock, write it
+        outside with :func:`write_session`."""
         if self.size == 0:
             raise MapError('no keyframes yet: nothing to save')
-        database = self.session_map()
-        with map_write_lock(path, purpose='save loop-closure session'):
-            database.save(path, tool='loops')
-            save_features(path, self._features, database.manifest.map_id)
-        logger.info('saved %d keyframes (%d of this session) with local features to %s',
-                    self.size, self.size - self.store.previous, path)
-        return database.manifest.map_id
+        features = self._usable(list(self._features), 'of this session')
+        return SessionSnapshot(self.session_map(), tuple(features),
+                               self.size - self.store.previous)
+
+    def save(self, path: str | Path) -> str:
+        """Write the session map and every keyframe's local features to ``path`` in one
+        atomic directory write under the map's write lock; returns the map id. Reloadable
+        as ``previous``."""
+        return write_session(self.snapshot(), path)
+
+
+@dataclass(frozen=True)
+class SessionSnapshot:
+    """A detector's database as saved: the map (previous sessions first), the local
+    features of every row (None: none) and how many rows are this session's."""
+
+    database: MapDatabase
+    features: tuple[LocalFeatures | None, ...]
+    session_keyframes: int
+
+
+def write_session(snapshot: SessionSnapshot, path: str | Path) -> str:
+    """Write ``snapshot`` to ``path``: the map and its feature files in the same temporary
+    directory, swapped in at once (a crash leaves the old map with its features or the new
+    one with its own); returns the map id."""
+    database = snapshot.database
+    database.save(path, tool='loops', extra_files=lambda tmp, manifest: save_features(
+        tmp, snapshot.features, manifest.map_id))
+    logger.info('saved %d keyframes (%d of this session) with local features to %s',
+                database.size, snapshot.session_keyframes, path)
+    return database.manifest.map_id
 
 
 def synthetic_poses(database: MapDatabase) -> MapDatabase:

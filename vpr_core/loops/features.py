@@ -3,17 +3,17 @@
 The map (:class:`~vpr_core.mapdb.database.MapDatabase`) stores global descriptors only. For
 geometric verification against a previous session the loop detector also keeps each
 keyframe's local features (:class:`~vpr_core.geometry.LocalFeatures`), written by
-:func:`save_features` while the caller holds the map's write lock, through the project's
-atomic file writer: ``local_features_<name>.npy`` arrays (every keyframe's keypoints and
-descriptors concatenated, with row offsets) and ``local_features.json`` naming the map id
-they belong to and every file's sha256, bytes, shape and dtype. A later rewrite of the map
-(``vpr build-map --append``) swaps the folder and drops them; a map whose id differs from
-the recorded one, or a damaged file, loads with a warning and no features (its keyframes
-are then matched without verification).
+:func:`save_features` into the temporary directory of the map's own atomic write, so the map
+and its features are swapped in together (one commit): ``local_features_<name>.npy`` arrays
+(every keyframe's keypoints and descriptors concatenated, with row offsets) and
+``local_features.json`` naming the map id they belong to and every file's sha256, bytes,
+shape and dtype. A later rewrite of the map (``vpr build-map --append``) swaps the folder
+and drops them; a map whose id differs from the recorded one, or a damaged file, loads with
+a warning and no features (its keyframes are then matched without verification, reason
+``no_features``).
 """
 from __future__ import annotations
 
-import io
 import json
 import logging
 from pathlib import Path
@@ -74,18 +74,17 @@ def unpack_features(arrays: dict[str, np.ndarray]) -> list[LocalFeatures | None]
 
 def save_features(map_dir: str | Path, features: Sequence[LocalFeatures | None],
                   map_id: str) -> None:
-    """Write the keyframes' features into ``map_dir`` (hold its write lock while calling)."""
+    """Write the keyframes' features into ``map_dir``: the temporary directory of the map's
+    atomic write (:meth:`MapDatabase.save`'s ``extra_files``), so they are swapped in with
+    the map. Each array is streamed to its file (fsynced) with its sha256."""
     map_dir = Path(map_dir)
     entries = {}
     for name, array in pack_features(features).items():
-        buffer = io.BytesIO()
-        np.lib.format.write_array(buffer, np.ascontiguousarray(array), allow_pickle=False)
         filename = f'local_features_{name}.npy'
-        entry = storage.write_file_atomic(map_dir, filename, buffer.getvalue())
-        entries[filename] = dict(entry, shape=list(array.shape), dtype=array.dtype.str)
+        entries[filename] = storage.write_array(map_dir, filename, array)
     text = json.dumps({'map_id': map_id, 'keyframes': len(features), 'files': entries},
                       indent=2, sort_keys=True)
-    storage.write_file_atomic(map_dir, INDEX_FILE, text.encode())
+    storage.write_text(map_dir, INDEX_FILE, text)
 
 
 def load_features(map_dir: str | Path | None, map_id: str, count: int

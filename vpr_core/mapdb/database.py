@@ -8,6 +8,7 @@ atomic (see :mod:`vpr_core.mapdb.storage`); loads check every file against the m
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 import logging
 from pathlib import Path
 
@@ -173,9 +174,12 @@ class MapDatabase:
         return positions
 
     def save(self, path: str | Path, tool: str = 'vpr_core', *,
-             lock_timeout_s: float | None = None) -> None:
+             lock_timeout_s: float | None = None,
+             extra_files: Callable[[Path, MapManifest], None] | None = None) -> None:
         """Write the map to directory ``path`` atomically (an old map there is replaced),
-        holding the map's write lock (waiting up to ``lock_timeout_s``)."""
+        holding the map's write lock (waiting up to ``lock_timeout_s``). ``extra_files(tmp,
+        manifest)``, when given, writes further files into the same temporary directory
+        after the manifest (so they are swapped in with the map, in one commit)."""
         path = Path(path)
 
         def fill(tmp: Path) -> None:
@@ -188,6 +192,8 @@ class MapDatabase:
             manifest = self.manifest.with_changes(files=files, map_id=map_id_of(files),
                                                   created=created, indexes={})
             storage.write_text(tmp, storage.MANIFEST, manifest.to_json())
+            if extra_files is not None:
+                extra_files(tmp, manifest)
             self.manifest = manifest
 
         storage.write_map_dir(path, fill, lock_timeout_s=lock_timeout_s)

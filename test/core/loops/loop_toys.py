@@ -34,3 +34,11 @@ def place_image(place: int, variant: int = 0, size: int = 48) -> np.ndarray:
     image[..., 0] = place
     image[..., 1] = variant
     return image
+
+
+def textured_image(place: int, variant: int = 0, size: int = 160) -> np.ndarray:
+    """A textured image of ``place`` (local features can be extracted); pixel (0, 0) names
+    the place and the variant for the toy model."""
+    image = np.random.default_rng(place).integers(0, 256, (size, size, 3), dtype=np.uint8)
+    image[0, 0, 0], image[0, 0, 1] = place, variant
+    return image

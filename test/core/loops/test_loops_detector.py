@@ -5,8 +5,6 @@ loops need ``unverified_consistency`` consecutive agreeing keyframes (accepted u
 """
 import dataclasses
 
-import numpy as np
-
 import pytest
 
 from vpr_core.errors import IncompatibleMapError, MapError
@@ -16,7 +14,7 @@ from vpr_core.mapdb.database import MapDatabase
 from vpr_core.mapdb.keyframe import KeyframeConfig
 from vpr_core.mapdb.pose import Pose
 
-from loop_toys import place_image, PlaceExtractor
+from loop_toys import place_image, PlaceExtractor, textured_image
 
 CONFIG = LoopConfig(min_time_gap_s=10.0, min_travel_gap_m=5.0, min_score=0.2,
                     unverified_min_score=0.5, consistency=2, unverified_consistency=3,
@@ -160,14 +158,6 @@ def test_weak_geometric_evidence_needs_the_previous_keyframe():
     assert not detector._enough_evidence(12, 30, (20, 200))     # not a neighbour
     with pytest.raises(Exception, match='evidence_inliers'):
         LoopConfig(evidence_inliers=-1)
-
-
-def textured_image(place: int, variant: int = 0, size: int = 160):
-    """A textured image of ``place`` (local features can be extracted); pixel (0, 0) names
-    the place and the variant for the toy model."""
-    image = np.random.default_rng(place).integers(0, 256, (size, size, 3), dtype=np.uint8)
-    image[0, 0, 0], image[0, 0, 1] = place, variant
-    return image
 
 
 def _textured_session(tmp_path, config=CONFIG):

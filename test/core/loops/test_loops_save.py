@@ -1,0 +1,59 @@
+"""Saving a loop-closure session: the map and its local features are one atomic write, and
+the feature files are the project's checked array files."""
+import pytest
+
+from vpr_core.loops import detector as detector_module
+from vpr_core.loops.config import LoopConfig
+from vpr_core.loops.detector import LoopDetector
+from vpr_core.loops.features import INDEX_FILE, load_features
+from vpr_core.mapdb.database import MapDatabase
+from vpr_core.mapdb.keyframe import KeyframeConfig
+
+from loop_toys import PlaceExtractor, textured_image
+
+CONFIG = LoopConfig(min_time_gap_s=10.0, min_travel_gap_m=5.0, min_score=0.2,
+                    unverified_min_score=0.5, consistency=2, unverified_consistency=3,
+                    keyframes=KeyframeConfig(enabled=False))
+
+
+def _session(places, start_s=0.0):
+    detector = LoopDetector(PlaceExtractor(), CONFIG)
+    for i, place in enumerate(places):
+        detector.process(textured_image(place, 1), start_s + i)
+    return detector
+
+
+def test_features_are_written_inside_the_maps_atomic_write(tmp_path, monkeypatch):
+    path = tmp_path / 'map'
+    old_id = _session(range(5)).save(path)
+    written = []
+    real = detector_module.save_features
+
+    def failing(directory, features, map_id):
+        written.append(directory)
+        real(directory, features, map_id)
+        raise OSError('disk full while writing the features')
+
+    monkeypatch.setattr(detector_module, 'save_features', failing)
+    with pytest.raises(OSError, match='disk full'):
+        _session(range(8)).save(path)
+    # the features went to the temporary directory, not the live map; the failed write left
+    # the old map with its own features
+    assert written and written[0] != path and not written[0].exists()
+    kept = MapDatabase.load(path)
+    assert kept.manifest.map_id == old_id and kept.size == 5
+    assert all(f is not None for f in load_features(path, old_id, 5))
+    assert not any(p.name.startswith('.map.tmp-') for p in tmp_path.iterdir())
+
+
+def test_snapshot_is_written_later_unchanged_by_new_frames(tmp_path):
+    detector = _session(range(6))
+    snapshot = detector.snapshot()
+    for i, place in enumerate(range(6, 9)):
+        detector.process(textured_image(place, 1), 100.0 + i)
+    map_id = detector_module.write_session(snapshot, tmp_path / 'map')
+    saved = MapDatabase.load(tmp_path / 'map')
+    assert saved.size == 6 and saved.manifest.map_id == map_id
+    features = load_features(tmp_path / 'map', map_id, 6)
+    assert all(f is not None and len(f) > 50 for f in features)
+    assert (tmp_path / 'map' / INDEX_FILE).is_file()

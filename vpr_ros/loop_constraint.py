@@ -7,10 +7,20 @@ frame (:class:`vpr_core.geometry.pose.RelativePose`). A pose-graph back-end keep
 stamp expressed in ``base_frame`` at the matched keyframe's stamp, with the covariance
 rotated into that frame (still the parent-frame convention of ``PoseWithCovariance``).
 
-With C the optical frame's pose in the base frame (``camera_to_base`` gives the camera's
-body frame, x forward, and the fixed optical rotation follows), T_prev_cur = C T_cm_cq C^-1,
-and a left perturbation exp(d) of T_cm_cq becomes exp(Ad_C d) of T_prev_cur, so the
-covariance is Ad_C S Ad_C^T with Ad_C = [[R, [t]x R], [0, R]] over (translation, rotation).
+With C = (R_c, t_c) the optical frame's pose in the base frame (``camera_to_base`` gives
+the camera's body frame, x forward, and the fixed optical rotation follows), T_prev_cur =
+C T_cm_cq C^-1: R = R_c R_cm_cq R_c^T and t = R_c t_cm_cq + t_c - R t_c. The covariance
+convention is the core's (:mod:`vpr_core.geometry.pose`): additive translation and a left
+rotation vector, both in the parent frame. A perturbation (dt, dr) of the camera pose moves
+the base pose by dr_b = R_c dr and dt_b = R_c dt + [R t_c]x R_c dr (the lever arm t_c swung
+by the rotation), so the covariance is J S J^T with J = [[R_c, [R t_c]x R_c], [0, R_c]]
+(checked against a numeric Jacobian in the tests).
+
+Without depth the camera translation is a unit direction of unknown scale (``metric``
+False): the lever-arm terms, in metres, cannot be added to it, so the published translation
+is that unit direction rotated into ``base_frame`` axes (R_c t_cm_cq; zeros when the pose
+carries no translation), with the 1e6 m^2 translation variances of the core and no
+translation-rotation coupling.
 """
 from __future__ import annotations
 
@@ -56,16 +66,23 @@ def skew(v: np.ndarray) -> np.ndarray:
 
 
 def base_constraint(rotation: np.ndarray, translation: np.ndarray, covariance: np.ndarray,
-                    camera_in_base: Pose) -> tuple[np.ndarray, np.ndarray]:
+                    camera_in_base: Pose, metric: bool = True
+                    ) -> tuple[np.ndarray, np.ndarray]:
     """Query camera in match camera (optical; R [3, 3], t [3], covariance [6, 6]) ->
     (T_prev_cur as [7] x, y, z, qx, qy, qz, qw; its covariance [6, 6] in base_frame at the
-    matched keyframe)."""
+    matched keyframe). ``metric`` False: ``translation`` is a direction of unknown scale and
+    the published translation is its unit vector in base_frame axes (module docstring)."""
     r_c, t_c = optical_in_base(camera_in_base)
     r = r_c @ np.asarray(rotation, dtype=np.float64) @ r_c.T
-    t = r_c @ np.asarray(translation, dtype=np.float64).reshape(3) + t_c - r @ t_c
-    adjoint = np.zeros((6, 6))
-    adjoint[:3, :3] = r_c
-    adjoint[:3, 3:] = skew(t_c) @ r_c
-    adjoint[3:, 3:] = r_c
-    rotated = adjoint @ np.asarray(covariance, dtype=np.float64).reshape(6, 6) @ adjoint.T
+    t_cam = r_c @ np.asarray(translation, dtype=np.float64).reshape(3)
+    jacobian = np.zeros((6, 6))
+    jacobian[:3, :3] = r_c
+    jacobian[3:, 3:] = r_c
+    if metric:
+        t = t_cam + t_c - r @ t_c
+        jacobian[:3, 3:] = skew(r @ t_c) @ r_c
+    else:
+        norm = float(np.linalg.norm(t_cam))
+        t = t_cam / norm if norm > 0 else np.zeros(3)
+    rotated = jacobian @ np.asarray(covariance, dtype=np.float64).reshape(6, 6) @ jacobian.T
     return np.concatenate([t, quaternion_from_matrix(r)]), 0.5 * (rotated + rotated.T)

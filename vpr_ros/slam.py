@@ -7,8 +7,9 @@ adapter only feeds it the frame, the odometry at its stamp, the newest ``camera_
 intrinsics and the depth image nearest in time (:class:`SensorCache`, filled by the node's
 subscriptions), and turns its result into :class:`~vpr_ros.result.LoopArrays` (stamps,
 place ids and positions of the candidate keyframes, the relative pose as a base-frame
-constraint). ``save`` writes the previous map plus this session to ``map_dir`` atomically,
-so the next session closes loops against this one.
+constraint). ``save`` writes the previous map plus this session to ``map_dir`` atomically
+(a snapshot taken under the lock, written outside it), so the next session closes loops
+against this one.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from vpr_core import devices
 from vpr_core.errors import MapError
 from vpr_core.extractor import Extractor
 from vpr_core.geometry import CameraModel
-from vpr_core.loops import LoopConfig, LoopDetector, LoopResult
+from vpr_core.loops import LoopConfig, LoopDetector, LoopResult, write_session
 from vpr_core.mapdb import map_exists, MapDatabase, Pose
 from vpr_ros.loop_constraint import base_constraint
 from vpr_ros.parameter_specs import loop_config
@@ -132,6 +133,7 @@ class SlamPipeline:
         self._previous_id = '' if previous is None else previous.manifest.map_id
         self.sensors = SensorCache()
         self._lock = threading.Lock()
+        self._save_lock = threading.Lock()
         self._counts: Counter = Counter()
         self._camera_source = 'none yet'
         self._info = {'device': str(extractor.device), 'backend': extractor.backend,
@@ -194,7 +196,7 @@ class SlamPipeline:
         if loop is not None and loop.verification.pose is not None:
             pose = loop.verification.pose
             constraint = base_constraint(pose.rotation, pose.translation, pose.covariance,
-                                         self._camera_in_base)
+                                         self._camera_in_base, metric=pose.metric)
         query = None if result.keyframe_index is None else \
             self._table.position(result.keyframe_index)
         return loop_arrays(result, self._table, self._table.previous_rows, query, constraint)
@@ -212,17 +214,21 @@ class SlamPipeline:
                 self._detector.update_config(loop_config(values, self._detector.config))
 
     def save(self) -> str:
-        """Write the previous map plus this session's keyframes to ``map_dir``."""
+        """Write the previous map plus this session's keyframes to ``map_dir``: a snapshot
+        taken under the pipeline lock, written outside it (frames keep flowing), one save
+        at a time."""
         if not self._map_dir:
             raise MapError('slam mode without map_dir: there is nowhere to save the session')
-        with self._lock:
-            session = self._detector.size - self._table.previous_rows
-            if session == 0:
-                return f'map {self._map_dir}: nothing new to save (no keyframes this session)'
-            map_id = self._detector.save(self._map_dir)
-            size = self._detector.size
-        return (f'saved map {self._map_dir}: {size} keyframes ({session} of this session, '
-                f'id {map_id})')
+        with self._save_lock:
+            with self._lock:
+                session = self._detector.size - self._table.previous_rows
+                if session == 0:
+                    return (f'map {self._map_dir}: nothing new to save (no keyframes this '
+                            'session)')
+                snapshot = self._detector.snapshot()
+            map_id = write_session(snapshot, self._map_dir)
+        return (f'saved map {self._map_dir}: {snapshot.database.size} keyframes ({session} of '
+                f'this session, id {map_id})')
 
     def close(self) -> None:
         """Free the model and the database."""

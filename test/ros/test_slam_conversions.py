@@ -1,5 +1,6 @@
 """SLAM mode's conversions without a ROS graph: CameraInfo and depth images in, the base-frame
 loop constraint, the loop cloud and loop edges out."""
+import cv2
 import numpy as np
 import pytest
 from sensor_msgs.msg import CameraInfo, Image
@@ -90,6 +91,64 @@ def test_optical_constraint_becomes_a_base_frame_between_factor():
     expected = np.array([0.5, 0.0, 0.0]) - rotation_matrix(pose[3:]) @ [0.5, 0.0, 0.0]
     assert np.allclose(pose[:3], expected) and abs(pose[1]) > 0.08
     assert np.all(np.linalg.eigvalsh(rotated) > 0)
+
+
+def _rotvec(vector):
+    """Rotation vector -> matrix."""
+    return cv2.Rodrigues(np.asarray(vector, dtype=np.float64).reshape(3, 1))[0]
+
+
+def _small_log(rotation):
+    """Matrix -> rotation vector, for small rotations (cv2.Rodrigues rounds those to 0)."""
+    a = 0.5 * (rotation - rotation.T)
+    return np.array([a[2, 1], a[0, 2], a[1, 0]])
+
+
+def test_constraint_covariance_matches_a_numeric_jacobian_with_a_lever_arm():
+    """Perturb the camera pose as the core's covariance convention does (t + dt, exp(dr) R in
+    the match camera frame) and measure the published base pose's change the same way: the
+    published covariance must be J S J^T with that numeric Jacobian. A camera mounted off the
+    base origin, turned, with a real relative rotation (the SE(3) adjoint's [t_c]x R_c
+    off-diagonal block misses it)."""
+    mounted = Pose((0.6, -0.2, 0.9), tuple(np.array([0.05, 0.1, 0.3, 0.95]) /
+                                           np.linalg.norm([0.05, 0.1, 0.3, 0.95])))
+    rotation = _rotvec([0.1, -0.35, 0.2])
+    translation = np.array([0.3, -0.1, 1.7])
+
+    def published(delta):
+        pose, _ = base_constraint(_rotvec(delta[3:]) @ rotation, translation + delta[:3],
+                                  np.eye(6), mounted)
+        return pose[:3], rotation_matrix(pose[3:])
+
+    t0, r0 = published(np.zeros(6))
+    jacobian = np.zeros((6, 6))
+    eps = 1e-6
+    for k in range(6):
+        step = np.zeros(6)
+        step[k] = eps
+        (tp, rp), (tm, rm) = published(step), published(-step)
+        jacobian[:3, k] = (tp - tm) / (2 * eps)
+        jacobian[3:, k] = (_small_log(rp @ r0.T) - _small_log(rm @ r0.T)) / (2 * eps)
+    root = np.random.default_rng(3).standard_normal((6, 6))
+    covariance = root @ root.T + 0.1 * np.eye(6)
+    _, rotated = base_constraint(rotation, translation, covariance, mounted)
+    expected = jacobian @ covariance @ jacobian.T
+    assert np.allclose(rotated, expected, atol=1e-6 * np.abs(expected).max())
+    assert np.abs(jacobian[:3, 3:]).max() > 0.1          # the lever arm couples them
+
+
+def test_direction_only_constraint_publishes_a_unit_direction():
+    """Without depth the camera translation is a direction: the published translation is its
+    unit vector in base axes (no lever arm in metres added), uncoupled from the rotation."""
+    mounted = Pose((0.6, -0.2, 0.9))
+    rotation = _rotvec([0.0, -0.3, 0.0])
+    covariance = np.diag([1e6, 1e6, 1e6, 1e-4, 1e-4, 1e-4])
+    pose, rotated = base_constraint(rotation, np.array([0.0, 0.0, 1.0]), covariance, mounted,
+                                    metric=False)
+    assert np.allclose(pose[:3], [1.0, 0.0, 0.0])         # optical z is base x
+    assert np.allclose(rotated[:3, 3:], 0.0)
+    pose, _ = base_constraint(rotation, np.zeros(3), covariance, mounted, metric=False)
+    assert np.allclose(pose[:3], 0.0)
 
 
 def arrays(previous=False, query=(0.0, 0.0, 0.0)):

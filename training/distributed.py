@@ -14,6 +14,7 @@ global batch follow the same loss curve up to float rounding.
 """
 from __future__ import annotations
 
+import datetime
 import logging
 import os
 from dataclasses import dataclass
@@ -32,6 +33,8 @@ from vpr_core.errors import ConfigError
 logger = logging.getLogger(__name__)
 
 TORCHRUN_VARIABLES = ('RANK', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT')
+TIMEOUT_VARIABLE = 'VPR_DIST_TIMEOUT_MIN'
+DEFAULT_TIMEOUT_MIN = 120.0     # rank 0 validates and saves while the others wait in a collective
 
 
 @dataclass(frozen=True)
@@ -105,9 +108,37 @@ class Distributed:
             dist.destroy_process_group()
 
 
+def world_size() -> int:
+    """The process count torchrun set (``WORLD_SIZE``; 1 without torchrun)."""
+    value = os.environ.get('WORLD_SIZE', '1')
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigError(f'WORLD_SIZE must be an integer, got {value!r}') from None
+
+
+def collective_timeout() -> datetime.timedelta:
+    """How long a rank waits in a collective before the job fails: ``VPR_DIST_TIMEOUT_MIN``
+    minutes (default 120). Rank 0 validates and writes checkpoints while the other ranks wait,
+    so it must exceed the longest validation (torch's default, 10 minutes under NCCL, does
+    not)."""
+    value = os.environ.get(TIMEOUT_VARIABLE)
+    if value is None:
+        return datetime.timedelta(minutes=DEFAULT_TIMEOUT_MIN)
+    try:
+        minutes = float(value)
+    except ValueError:
+        minutes = float('nan')
+    if not minutes > 0:
+        raise ConfigError(f'{TIMEOUT_VARIABLE} must be a positive number of minutes, got '
+                          f'{value!r}')
+    return datetime.timedelta(minutes=minutes)
+
+
 def from_environment(requested_device: str = 'auto') -> Distributed:
-    """The job torchrun describes in the environment; joins its process group."""
-    world = int(os.environ.get('WORLD_SIZE', '1'))
+    """The job torchrun describes in the environment; joins its process group, whose
+    collectives wait up to :func:`collective_timeout`."""
+    world = world_size()
     if world <= 1:
         return Distributed()
     missing = [k for k in TORCHRUN_VARIABLES if k not in os.environ]
@@ -119,9 +150,11 @@ def from_environment(requested_device: str = 'auto') -> Distributed:
     backend = 'nccl' if cuda else 'gloo'
     if cuda:
         torch.cuda.set_device(local)
+    timeout = collective_timeout()
     if not dist.is_initialized():
-        dist.init_process_group(backend)
-    logger.info('rank %d of %d (local %d), %s', rank, world, local, backend)
+        dist.init_process_group(backend, timeout=timeout)
+    logger.info('rank %d of %d (local %d), %s, collective timeout %.0f min', rank, world,
+                local, backend, timeout.total_seconds() / 60)
     return Distributed(rank, world, local, backend)
 
 

@@ -27,6 +27,7 @@ from training.sampler import collate_places, PlaceBatchSampler, PlaceImages, Pro
 from training.stage import train_mode
 from training.state import load_train_state, save_train_state
 from training.whiten import run_whitening
+from vpr_core.errors import ConfigError
 from vpr_core.model import save_model
 
 logger = logging.getLogger(__name__)
@@ -46,13 +47,18 @@ def train(cfg: TrainConfig, run_dir: Path, resume: bool = False) -> dict:
 
     Launched by ``torchrun`` with more than one process, the ranks train one model with
     DistributedDataParallel (``training.distributed``); rank 0 validates and writes the run
-    folder, and every rank returns rank 0's progress.
+    folder, and every rank returns rank 0's progress. The ``whiten`` stage runs in one process
+    only (ConfigError under torchrun).
     """
     seed_everything(cfg.seed)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
         cv2.setNumThreads(cfg.threads)
     if cfg.stage == 'whiten':
+        if distributed.world_size() > 1:
+            raise ConfigError('the whiten stage runs in one process (every rank would whiten '
+                              'on one device and write the same files): run it without '
+                              'torchrun, e.g. python -m training --config FILE')
         return run_whitening(cfg, run_dir)
     job = distributed.from_environment(cfg.device)
     try:

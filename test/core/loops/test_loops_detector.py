@@ -136,6 +136,23 @@ def test_update_config_and_verification_switch():
     assert detector.size == 30
 
 
+def test_reset_restarts_the_consistency_run():
+    """Two keyframes build a run toward the third's loop; after reset() the third keyframe
+    starts a new run instead of closing the loop (the database is kept)."""
+    control = LoopDetector(PlaceExtractor(), CONFIG)
+    reset = LoopDetector(PlaceExtractor(), CONFIG)
+    for detector in (control, reset):
+        _feed(detector, range(15))
+        assert [r.loop for r in _feed(detector, [0, 1], start_s=15.0, variant=2)] == \
+            [None, None]
+    reset.reset()
+    assert reset.size == control.size == 17
+    closed = control.process(place_image(2, 2), 17.0)
+    restarted = reset.process(place_image(2, 2), 17.0)
+    assert closed.loop is not None and closed.loop.match_index == 2
+    assert restarted.loop is None and restarted.reason == 'inconsistent'
+
+
 @pytest.mark.parametrize('field, value', [('consistency', 0), ('top_k', 0),
                                           ('unverified_consistency', 1),
                                           ('min_score', 0.6), ('min_time_gap_s', -1.0)])

@@ -103,6 +103,9 @@ def replay(ros, node, bag: Path) -> dict:
                                          wait_for_subscribers_s=10.0)).play(
         progress=False, on_publish=wait_for_node)
     assert wait_for(lambda: len(outputs['clouds']) == node.stats.accepted, 10.0)
+    # [t_cur, t_prev] goes out after the cloud, and only for loops within this session
+    assert wait_for(lambda: len(outputs['loops']) == sum(
+        not cloud_to_array(m)[0]['previous_session'] for _, m in outputs['clouds']), 10.0)
     return {name: [message for _, message in messages] for name, messages in outputs.items()}
 
 

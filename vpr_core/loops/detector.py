@@ -30,7 +30,6 @@ verified: where geometry can judge, geometry decides.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 import logging
 from pathlib import Path
 
@@ -42,8 +41,10 @@ from vpr_core.geometry.features import extract_features, LocalFeatures
 from vpr_core.geometry.verification import Verification, verify
 from vpr_core.loops.config import LoopConfig
 from vpr_core.loops.consistency import ConsistencyFilter
-from vpr_core.loops.features import load_features, save_features
+from vpr_core.loops.features import load_features
 from vpr_core.loops.result import LoopClosure, LoopResult, REASONS  # noqa: F401 (re-exported)
+from vpr_core.loops.session import (combine_sessions, SessionSnapshot, synthetic_poses,
+                                    write_session)
 from vpr_core.loops.store import KeyframeStore
 from vpr_core.mapdb.builder import BuildConfig
 from vpr_core.mapdb.database import MapDatabase
@@ -317,28 +318,7 @@ class LoopDetector:
                               names=session.names)
         if not posed:
             session = synthetic_poses(session)
-        previous = self.previous
-        if previous is None:
-            return session
-        if not session.size:
-            return previous
-        if previous.manifest.synthetic_poses != session.manifest.synthetic_poses or \
-                previous.manifest.frame_id != session.manifest.frame_id:
-            logger.warning(
-                "previous map %s has %s poses in frame '%s', this session %s poses in "
-                "frame '%s': the combined map is saved with synthetic poses for all %d "
-                'keyframes (loop closure needs no metric poses; the measured ones are '
-                'dropped)', previous.path,
-                'synthetic' if previous.manifest.synthetic_poses else 'measured',
-                previous.manifest.frame_id,
-                'synthetic' if session.manifest.synthetic_poses else 'measured',
-                session.manifest.frame_id, previous.size + session.size)
-            previous, session = synthetic_poses(previous), synthetic_poses(session)
-            session = MapDatabase(session.manifest.with_changes(
-                frame_id=previous.manifest.frame_id), session.descriptors, session.positions,
-                session.orientations, session.stamps_ns, session.place_ids,
-                names=session.names)
-        return previous.append(session)
+        return combine_sessions(self.previous, session)
 
     def snapshot(self) -> SessionSnapshot:
         """What :meth:`save` writes, copied now (cheap next to the write): the session map
@@ -355,41 +335,6 @@ class LoopDetector:
         atomic directory write under the map's write lock; returns the map id. Reloadable
         as ``previous``."""
         return write_session(self.snapshot(), path)
-
-
-@dataclass(frozen=True)
-class SessionSnapshot:
-    """A detector's database as saved: the map (previous sessions first), the local
-    features of every row (None: none) and how many rows are this session's."""
-
-    database: MapDatabase
-    features: tuple[LocalFeatures | None, ...]
-    session_keyframes: int
-
-
-def write_session(snapshot: SessionSnapshot, path: str | Path) -> str:
-    """Write ``snapshot`` to ``path``: the map and its feature files in the same temporary
-    directory, swapped in at once (a crash leaves the old map with its features or the new
-    one with its own); returns the map id."""
-    database = snapshot.database
-    database.save(path, tool='loops', extra_files=lambda tmp, manifest: save_features(
-        tmp, snapshot.features, manifest.map_id))
-    logger.info('saved %d keyframes (%d of this session) with local features to %s',
-                database.size, snapshot.session_keyframes, path)
-    return database.manifest.map_id
-
-
-def synthetic_poses(database: MapDatabase) -> MapDatabase:
-    """``database`` with made-up poses (row i at (i, 0, 0), identity orientation), flagged
-    ``synthetic_poses``."""
-    count = database.size
-    positions = np.zeros((count, 3))
-    positions[:, 0] = np.arange(count, dtype=np.float64)
-    orientations = np.tile([0.0, 0.0, 0.0, 1.0], (count, 1))
-    manifest = database.manifest.with_changes(synthetic_poses=True, orientation_source='none')
-    return MapDatabase(manifest, database.descriptors, positions, orientations,
-                       database.stamps_ns, database.place_ids, database.thumbnails,
-                       database.names, database.path)
 
 
 def with_verification(config: LoopConfig, enabled: bool) -> LoopConfig:

@@ -2,7 +2,7 @@
 the feature files are the project's checked array files."""
 import pytest
 
-from vpr_core.loops import detector as detector_module
+from vpr_core.loops import session as session_module
 from vpr_core.loops.config import LoopConfig
 from vpr_core.loops.detector import LoopDetector
 from vpr_core.loops.features import INDEX_FILE, load_features
@@ -27,14 +27,14 @@ def test_features_are_written_inside_the_maps_atomic_write(tmp_path, monkeypatch
     path = tmp_path / 'map'
     old_id = _session(range(5)).save(path)
     written = []
-    real = detector_module.save_features
+    real = session_module.save_features
 
     def failing(directory, features, map_id):
         written.append(directory)
         real(directory, features, map_id)
         raise OSError('disk full while writing the features')
 
-    monkeypatch.setattr(detector_module, 'save_features', failing)
+    monkeypatch.setattr(session_module, 'save_features', failing)
     with pytest.raises(OSError, match='disk full'):
         _session(range(8)).save(path)
     # the features went to the temporary directory, not the live map; the failed write left
@@ -51,7 +51,7 @@ def test_snapshot_is_written_later_unchanged_by_new_frames(tmp_path):
     snapshot = detector.snapshot()
     for i, place in enumerate(range(6, 9)):
         detector.process(textured_image(place, 1), 100.0 + i)
-    map_id = detector_module.write_session(snapshot, tmp_path / 'map')
+    map_id = session_module.write_session(snapshot, tmp_path / 'map')
     saved = MapDatabase.load(tmp_path / 'map')
     assert saved.size == 6 and saved.manifest.map_id == map_id
     features = load_features(tmp_path / 'map', map_id, 6)

@@ -173,7 +173,7 @@ def _ray_build(args: argparse.Namespace, raw):
     def build(source, extractor, config, **kwargs):
         make = None if args.pixels else ModelSpec.of(extractor, args.device, args.backend)
         return build_map_ray(raw, extractor, config, ray_config=ray_config,
-                             worker_extractor=make, **kwargs)
+                             worker_extractor=make, table=source.table(), **kwargs)
     return build
 
 

@@ -70,8 +70,12 @@ def build_map_ray(source: ImageFolderSource | BagSource, extractor: DescriptorSo
                   config: BuildConfig = BuildConfig(), *, ray_config: RayConfig = RayConfig(),
                   worker_extractor: Callable[[], DescriptorSource] | None = None,
                   out: str | Path | None = None, progress: bool = True,
-                  lock_timeout_s: float | None = None) -> MapDatabase:
+                  lock_timeout_s: float | None = None,
+                  table: FrameTable | None = None) -> MapDatabase:
     """Build (and, with ``out``, atomically save) the map of ``source`` on Ray.
+
+    ``table``: ``source.table()`` when the caller has read it already (a bag's index is
+    then not read again).
 
     ``extractor`` describes the model for the manifest (it computes nothing here);
     ``worker_extractor`` makes each actor's copy (default: ``extractor``'s model shipped as
@@ -81,7 +85,7 @@ def build_map_ray(source: ImageFolderSource | BagSource, extractor: DescriptorSo
     if config.batch_size < 1:
         raise ConfigError(f'batch_size must be >= 1, got {config.batch_size}')
     kept_outputs(extractor, config)
-    table = source.table()
+    table = source.table() if table is None else table
     chosen = choose_frames(table, config.keyframes)
     logger.info('%d frames, %d without a pose, %d keyframes', len(table.stamps_ns),
                 int((~table.valid).sum()), len(chosen))

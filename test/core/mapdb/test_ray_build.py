@@ -207,6 +207,22 @@ def test_build_map_command_with_the_ray_engine(frames, cluster, tmp_path, capsys
     assert '--address and --workers need --engine ray' in capsys.readouterr().err
 
 
+def test_ray_append_reads_the_source_table_once(frames, cluster, tmp_path, monkeypatch):
+    """The append check and the Ray build share one read of the frame table (a bag's
+    index is not read again for the build)."""
+    folder = write_folder(tmp_path / 'images', frames[:8])
+    assert main(['build-map', '--images', str(folder), '--out', str(tmp_path / 'map'),
+                 '--no-progress', '--batch-size', '4']) == 0
+    calls = []
+    table = ImageFolderSource.table
+    monkeypatch.setattr(ImageFolderSource, 'table',
+                        lambda self: calls.append(1) or table(self))
+    assert main(['build-map', '--images', str(folder), '--out', str(tmp_path / 'map'),
+                 '--no-progress', '--batch-size', '4', '--engine', 'ray', '--append',
+                 '--address', cluster, '--workers', '2']) == 0
+    assert len(calls) == 1 and MapDatabase.load(tmp_path / 'map').size == 16
+
+
 def test_more_workers_than_the_cluster_holds_is_a_clear_error(extractor, frames, cluster,
                                                               tmp_path):
     source = ImageFolderSource(write_folder(tmp_path / 'images', frames[:8]))

@@ -51,7 +51,9 @@ class KeyframeStore:
     """Descriptors of keyframes plus, per row, the session clock and path length.
 
     ``elapsed_s``: seconds of this session's stream up to the keyframe (backward stamp jumps
-    add nothing), ``travel_m``: odometry path length (NaN when unknown); rows of previous
+    add nothing), ``travel_m``: odometry path length at the keyframe, or at the last keyframe
+    that had odometry (a row without odometry stays eligible by time alone; -inf before any
+    odometry), non-decreasing so that the travel gap is one binary search; rows of previous
     sessions carry -inf in both, so they are never excluded.
     """
 
@@ -87,7 +89,9 @@ class KeyframeStore:
             self.previous += count
             return
         self.elapsed_s.extend(np.full(count, float(elapsed_s)))
-        self.travel_m.extend(np.full(count, np.nan if travel_m is None else float(travel_m)))
+        last = self.travel_m.rows[-1] if self.travel_m.size > self.previous else -np.inf
+        known = last if travel_m is None or np.isnan(travel_m) else max(last, float(travel_m))
+        self.travel_m.extend(np.full(count, known))
 
     def eligible(self, elapsed_s: float, travel_m: float | None, min_time_gap_s: float,
                  min_travel_gap_m: float) -> int:
@@ -97,13 +101,8 @@ class KeyframeStore:
                                                    elapsed_s - min_time_gap_s, side='right'))
         if travel_m is None or min_travel_gap_m <= 0:
             return stop
-        travel = self.travel_m.rows[self.previous:stop]
-        # rows without odometry (NaN) stay eligible by time alone: keep the path length of the
-        # last known one (the running maximum is the path length, which only grows)
-        known = np.fmax.accumulate(np.where(np.isnan(travel), -np.inf, travel)) \
-            if len(travel) else travel
-        return self.previous + int(np.searchsorted(known, travel_m - min_travel_gap_m,
-                                                   side='right'))
+        return self.previous + int(np.searchsorted(self.travel_m.rows[self.previous:stop],
+                                                   travel_m - min_travel_gap_m, side='right'))
 
     def search(self, query: Descriptors, stop: int, k: int, rerank_k: int = 0
                ) -> tuple[np.ndarray, np.ndarray]:

@@ -45,8 +45,19 @@ from vpr_core.model.vpr_model import VPRModel
 
 LOG = logging.getLogger(__name__)
 BACKENDS = ('auto', 'torch', 'onnxruntime', 'tensorrt')
+# What the node and every CLI run unless told otherwise (bench/backends.py: onnxruntime is
+# 2.5-2.7x faster per frame than torch eager on CPU; its one-off export is cached per model).
+DEFAULT_BACKEND = 'auto'
+BACKEND_HELP = ('inference backend: auto (onnxruntime on CPU, its graph exported once into '
+                '$VPR_CACHE/onnx; torch on CUDA), torch, onnxruntime or tensorrt (CUDA only)')
 TENSORRT_MAX_BATCH = 32     # an engine's largest batch; bigger batches run in chunks
 Outputs = tuple[np.ndarray | None, np.ndarray | None]
+
+
+def add_backend_argument(parser) -> None:
+    """``--backend`` of every verb that runs the model (one default, one help text)."""
+    parser.add_argument('--backend', choices=BACKENDS, default=DEFAULT_BACKEND,
+                        help=BACKEND_HELP)
 
 
 class InferenceBackend(Protocol):

@@ -22,7 +22,7 @@ from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescr
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
-from vpr_core.backends import BACKENDS
+from vpr_core.backends import BACKEND_HELP, BACKENDS, DEFAULT_BACKEND
 from vpr_core.errors import ConfigError
 from vpr_core.image import DEFAULT_MAX_IMAGE_PIXELS
 from vpr_core.localization import LocalizationConfig, SequenceTracker
@@ -40,10 +40,7 @@ NODE_PARAMETERS = (
     ParameterSpec('weights', '', 'model checkpoint (.safetensors); empty = bundled model'),
     ParameterSpec('map_dir', '', 'map directory (made by vpr build-map, or by teach mode)'),
     ParameterSpec('device', 'auto', 'auto (CUDA when present), cpu, cuda or cuda:N'),
-    ParameterSpec('backend', 'torch', 'inference backend: torch, onnxruntime (its graph is '
-                  'exported once into $VPR_CACHE/onnx), tensorrt (CUDA only: an engine built '
-                  'from that graph on this GPU, cached) or auto (onnxruntime on CPU, torch on '
-                  'CUDA)', choices=BACKENDS),
+    ParameterSpec('backend', DEFAULT_BACKEND, BACKEND_HELP, choices=BACKENDS),
     ParameterSpec('threads', 0, 'CPU threads per worker for torch, onnxruntime, faiss and '
                   'OpenCV (0: 1 on hosts with 2 cores or fewer, else cores / workers)',
                   range=(0, 256)),

@@ -21,7 +21,7 @@ import logging
 from pathlib import Path
 from typing import Sequence
 
-from vpr_core.backends import BACKENDS
+from vpr_core.backends import add_backend_argument
 from vpr_core.config import from_dict, load_config, read_yaml
 from vpr_core.evaluation.bag_eval import BagEvalOptions, DEFAULT_RECALL_VALUES, evaluate_bag
 from vpr_core.evaluation.bag_report import fit_calibration, write_bag_report
@@ -63,8 +63,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     model.add_argument('--pixels', action='store_true',
                        help='weight-free pixel descriptors (for a map built with --pixels)')
     parser.add_argument('--device', default='auto', help='auto, cpu, cuda or cuda:N')
-    parser.add_argument('--backend', choices=BACKENDS, default='torch',
-                        help='inference backend (auto: onnxruntime on CPU, torch on CUDA)')
+    add_backend_argument(parser)
     parser.add_argument('--config', type=Path, help='YAML of LocalizationConfig fields, or a '
                         'vpr_node parameter file (its localization section and top_k)')
     parser.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',

@@ -23,7 +23,7 @@ import logging
 import time
 from pathlib import Path
 
-from vpr_core.backends import BACKENDS
+from vpr_core.backends import add_backend_argument
 from vpr_core.descriptors import RERANK_K
 from vpr_core.errors import ConfigError
 from vpr_core.evaluation.bag_commands import localization_config
@@ -83,8 +83,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         default=list(DEFAULT_RECALL_VALUES))
     parser.add_argument('--batch-size', type=int, default=16)
     parser.add_argument('--device', default='auto', help='auto, cpu, cuda or cuda:N')
-    parser.add_argument('--backend', choices=BACKENDS, default='torch',
-                        help='inference backend (auto: onnxruntime on CPU, torch on CUDA)')
+    add_backend_argument(parser)
     parser.add_argument('--no-baseline', action='store_true', help='skip the pixel baseline')
     parser.add_argument('--no-progress', action='store_true', help='hide progress bars')
     parser.add_argument('--out', type=Path, required=True, help='output folder')

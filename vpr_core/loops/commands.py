@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from vpr_core.backends import BACKENDS
+from vpr_core.backends import add_backend_argument
 from vpr_core.config import load_config, to_dict
 from vpr_core.errors import ConfigError, MapError
 from vpr_core.loops.config import LoopConfig
@@ -60,7 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument('--weights', type=Path, default=None,
                         help='our .safetensors checkpoint (default: the bundled model)')
     parser.add_argument('--device', default='auto', help='auto, cpu, cuda or cuda:N')
-    parser.add_argument('--backend', choices=BACKENDS, default='torch', help='inference backend')
+    add_backend_argument(parser)
     parser.add_argument('--no-verify', action='store_true',
                         help='no geometric verification (verify.features=none): loops need '
                              'unverified_consistency')

@@ -14,7 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
-from vpr_core.backends import BACKENDS
+from vpr_core.backends import add_backend_argument
 from vpr_core.config import load_config
 from vpr_core.errors import ConfigError, IncompatibleMapError, MapError
 from vpr_core.localization.config import LocalizationConfig
@@ -49,8 +49,7 @@ def _add_inputs(parser: argparse.ArgumentParser, required_topic: bool = False) -
     model.add_argument('--pixels', action='store_true',
                        help='weight-free patch-normalised pixel descriptors (a baseline)')
     parser.add_argument('--device', default='auto', help='auto, cpu, cuda or cuda:N')
-    parser.add_argument('--backend', choices=BACKENDS, default='torch',
-                        help='inference backend (auto: onnxruntime on CPU, torch on CUDA)')
+    add_backend_argument(parser)
     parser.add_argument('--batch-size', type=int, default=16, help='images per forward pass')
     parser.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
                         help='config override, repeatable')
@@ -116,7 +115,7 @@ def load_extractor(args: argparse.Namespace):
         return PixelDescriptors()
     from vpr_core.extractor import Extractor
     return Extractor.from_weights(args.weights, device=args.device, batch_size=args.batch_size,
-                                  progress=False, backend=getattr(args, 'backend', 'torch'))
+                                  progress=False, backend=args.backend)
 
 
 def _source(args: argparse.Namespace, tolerance_s: float):

@@ -109,6 +109,20 @@ def test_auto_picks_onnxruntime_on_cpu_and_torch_on_cuda(tmp_path):
     assert extractor.backend == 'onnxruntime' and extractor.fp16 is False
 
 
+@pytest.mark.parametrize('verb', [['build-map', '--images', 'x', '--out', 'm'],
+                                  ['query', '--images', 'x', '--map', 'm'],
+                                  ['evaluate', '--database', 'd', '--queries', 'q', '--out', 'o'],
+                                  ['bag-eval', '--bag', 'b', '--image-topic', 't', '--map', 'm',
+                                   '--index-tolerance', '1', '--out', 'o'],
+                                  ['loops', '--images', 'x', '--out', 'o']])
+def test_every_verb_that_runs_the_model_defaults_to_auto(verb):
+    """One default everywhere (the node's ``backend`` parameter too: test_launch_file)."""
+    from vpr_core.cli import build_parser
+    args = build_parser().parse_args(verb)
+    assert backends.DEFAULT_BACKEND == 'auto' and args.backend == 'auto'
+    assert build_parser().parse_args([*verb, '--backend', 'torch']).backend == 'torch'
+
+
 def test_unknown_and_unavailable_backends_say_what_to_do():
     with pytest.raises(ConfigError, match='valid: auto, torch, onnxruntime, tensorrt'):
         Extractor(tiny_model('float'), device='cpu', backend='openvino')

@@ -24,6 +24,8 @@ import random
 import threading
 import time
 
+from vpr_core.backends import add_backend_argument
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / 'data' / 'sample'
 IMAGE_TOPIC = '/camera/image'
@@ -42,6 +44,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--sample', type=Path, default=SAMPLE, help='folder of the two bags')
     parser.add_argument('--out', type=Path, default=ROOT / 'runs' / 'demo')
     parser.add_argument('--device', default='auto')
+    add_backend_argument(parser)
     parser.add_argument('--rate', type=float, default=0.0,
                         help='replay rate (0: chosen from the measured inference time)')
     return parser.parse_args(argv)
@@ -53,7 +56,8 @@ def build_demo_map(args: argparse.Namespace) -> tuple[object, float]:
     from vpr_core.mapdb import build_map, BuildConfig
     from vpr_core.mapdb import KeyframeConfig
     from vpr_core.mapdb import BagSource
-    extractor = Extractor.from_weights(args.weights, device=args.device)
+    extractor = Extractor.from_weights(args.weights, device=args.device,
+                                       backend=args.backend)
     source = BagSource(args.sample / 'nordland_summer', IMAGE_TOPIC, POSE_TOPIC)
     database = build_map(source, extractor, BuildConfig(keyframes=KeyframeConfig(enabled=False)),
                          out=args.out / 'map')
@@ -179,7 +183,8 @@ def run(args: argparse.Namespace) -> int:
     spinner = threading.Thread(target=executor.spin, daemon=True)
     spinner.start()
     params = {'weights': args.weights or '', 'map_dir': str(args.out / 'map'),
-              'device': args.device, 'image_topics': [IMAGE_TOPIC], 'pose_topic': POSE_TOPIC,
+              'device': args.device, 'backend': args.backend, 'image_topics': [IMAGE_TOPIC],
+              'pose_topic': POSE_TOPIC,
               'use_sim_time': True,
               'qos_overrides': {IMAGE_TOPIC: RELIABLE, POSE_TOPIC: RELIABLE_POSES}}
     counts: dict[str, str] = {}

@@ -174,8 +174,8 @@ class SlamPipeline:
         if not self._expects_depth:
             return None
         depth = self.sensors.depth_at(stamp_ns, self._tolerance_ns)
-        if depth is not None:
-            depth = resample_depth(depth, image.shape[0], image.shape[1])
+        if depth is not None and not registered(depth, image.shape[0], image.shape[1]):
+            depth = None
         self._counts['depth_used' if depth is not None else 'depth_missing'] += 1
         return depth
 
@@ -263,18 +263,14 @@ def load_previous(map_dir: str, extractor: Extractor) -> MapDatabase | None:
     return MapDatabase.load(map_dir, expected_fingerprint=extractor.fingerprint)
 
 
-def resample_depth(depth: np.ndarray, height: int, width: int) -> np.ndarray | None:
-    """``depth`` at ``height`` x ``width`` by nearest pixel (a registered depth image of
-    another resolution); None when the aspect ratios differ (not registered to this image:
-    counted as ``depth_missing``)."""
-    if depth.shape == (height, width):
-        return depth
+def registered(depth: np.ndarray, height: int, width: int) -> bool:
+    """Whether ``depth`` can be registered to a ``height`` x ``width`` colour image: the same
+    aspect ratio (within 1 %), any resolution. It is passed on as it is: the geometry reads
+    depth only at matched keypoints, scaling their pixel coordinates
+    (:func:`vpr_core.geometry.pnp.sample_depth`), so nothing is resampled per frame (a depth
+    image of another aspect ratio is counted as ``depth_missing``)."""
     ratio = (depth.shape[1] / depth.shape[0]) / (width / height)
-    if abs(ratio - 1.0) > 0.01:
-        return None
-    rows = (np.arange(height) * depth.shape[0] // height).astype(np.int64)
-    columns = (np.arange(width) * depth.shape[1] // width).astype(np.int64)
-    return depth[rows][:, columns]
+    return abs(ratio - 1.0) <= 0.01
 
 
 def slam_pipeline(settings: Any, extractor: Extractor, camera_in_base: Pose) -> SlamPipeline:

@@ -1,9 +1,9 @@
-"""SLAM mode's adapter pieces without a ROS graph: the depth cache matched by stamp, depth
-resampling and the keyframe table that follows the detector's rows."""
+"""SLAM mode's adapter pieces without a ROS graph: the depth cache matched by stamp, the depth
+registration check and the keyframe table that follows the detector's rows."""
 import numpy as np
 import pytest
 
-from vpr_ros.slam import KeyframeTable, resample_depth, SensorCache
+from vpr_ros.slam import KeyframeTable, registered, SensorCache
 
 
 def test_depth_is_matched_by_stamp_within_the_tolerance():
@@ -14,10 +14,9 @@ def test_depth_is_matched_by_stamp_within_the_tolerance():
     assert cache.depth_at(205, 10)[0, 0] == 200
     assert cache.depth_at(250, 10) is None
     assert cache.depth_at(100, 10) is None          # only the newest three are kept
-    registered = np.arange(12, dtype=np.uint16).reshape(3, 4)
-    assert resample_depth(registered, 6, 8).shape == (6, 8)
-    assert resample_depth(registered, 6, 8)[5, 7] == registered[2, 3]
-    assert resample_depth(registered, 6, 6) is None  # another aspect ratio: not registered
+    half = np.arange(12, dtype=np.uint16).reshape(3, 4)
+    assert registered(half, 6, 8) and registered(half, 3, 4)
+    assert not registered(half, 6, 6)                # another aspect ratio: not registered
 
 
 def test_keyframe_table_follows_the_detector_rows():

@@ -7,8 +7,13 @@ fine-tuned on them with the backbone frozen, as SelaVPR++ adapts a frozen founda
 Batches are place-major (P places x K images) with photometric augmentation standing in for
 the condition changes a single session cannot show. The loss is the multi-similarity loss on
 the float descriptor the model serves (after its whitening stage, which stays fixed) plus
-``hash_weight`` x the SelaVPR++ hashing loss on the codes. The new model file is written
-atomically with its own fingerprint; rebuild the map with it (``vpr build-map --weights``).
+``hash_weight`` x the SelaVPR++ hashing loss on the codes, plus a distillation term towards the
+original model's descriptors (of the same augmented images, or with ``distill_target: clean``
+of the un-augmented ones, so the student learns invariance to the simulated condition
+change). ``interpolate`` < 1 writes WiSE-FT weights (Wortsman et al., "Robust fine-tuning of
+zero-shot models", CVPR 2022): each trained tensor is (1 - a) x original + a x adapted. The new
+model file is written atomically with its own fingerprint; rebuild the map with it
+(``vpr build-map --weights``).
 """
 from __future__ import annotations
 
@@ -26,7 +31,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from training.augment import ConditionConfig, TrainTransform
+from training.augment import ConditionConfig, TrainTransform, TwoViewTransform
 from training.bag_places import (mine_places, MinedPlaces, MiningConfig, read_session,
                                  SessionSpec, SpacedBatchSampler)
 from training.config import AugmentConfig, LossConfig
@@ -40,6 +45,7 @@ from vpr_core.model import default_model_path, load_model, save_model, VPRModel
 
 logger = logging.getLogger(__name__)
 
+DISTILL_TARGETS = ('same', 'clean')
 ADAPTER_PARAMS = re.compile(r'backbone\.(adapters(_hashing)?\.|blocks\.\d+\.adapter[12]\.)')
 
 
@@ -48,7 +54,10 @@ class AdaptConfig:
     """One adaptation run: ``epochs`` passes over the places, and at least ``min_steps``
     steps (a short teach run is passed over more often). ``trainable``: regular expressions
     over parameter names (empty: adapters and heads). ``distill_weight``: how strongly the
-    descriptors stay those of the original model (see :class:`AdaptCriterion`).
+    descriptors stay those of the original model (see :class:`AdaptCriterion`);
+    ``distill_target``: the original model sees the ``same`` augmented images as the adapted
+    one, or their ``clean`` (un-augmented) views. ``interpolate``: a in (0, 1], the written
+    trained tensors are (1 - a) x original + a x adapted (1: as trained).
     ``freeze_bn_stats``: every BatchNorm keeps the statistics it was trained with (the
     adapters' too). ``time_limit_min``: stop after this many minutes."""
 
@@ -64,12 +73,22 @@ class AdaptConfig:
     lr: float = 1e-4
     hash_weight: float = 1.0
     distill_weight: float = 1.0
+    distill_target: str = 'same'
+    interpolate: float = 1.0
     trainable: tuple[str, ...] = ()
     freeze_bn_stats: bool = True
     grad_clip: float | None = 1.0
     seed: int = 0
     device: str = 'auto'
     time_limit_min: float | None = None
+
+    def check(self) -> None:
+        """Raise :class:`ConfigError` for settings no run can use."""
+        if self.distill_target not in DISTILL_TARGETS:
+            raise ConfigError(f'distill_target must be one of {", ".join(DISTILL_TARGETS)}, '
+                              f'got {self.distill_target!r}')
+        if not 0.0 < self.interpolate <= 1.0:
+            raise ConfigError(f'interpolate must be in (0, 1], got {self.interpolate}')
 
 
 @dataclass(frozen=True)
@@ -91,7 +110,8 @@ class AdaptResult:
 class AdaptCriterion:
     """MS loss on the served float descriptor + ``hash_weight`` x hashing loss on (z, b)
     + ``distill_weight`` x mean (1 - cosine) between the adapted and the original model's
-    float descriptor and code z on the same images (what the model knew is kept)."""
+    float descriptor and code z (what the model knew is kept; the original sees the same
+    images or, with ``distill_target: clean``, their un-augmented views)."""
 
     def __init__(self, outputs: str, cfg: AdaptConfig) -> None:
         common = dict(alpha=cfg.loss.alpha, beta=cfg.loss.beta, base=cfg.loss.base,
@@ -103,7 +123,8 @@ class AdaptCriterion:
 
     def __call__(self, outputs, labels: torch.Tensor, original=None) -> torch.Tensor:
         """``outputs`` of the model (x_g | (z, b) | (z, b, x_g)), place ``labels`` [B],
-        ``original``: the original model's outputs on the same batch (or None)."""
+        ``original``: the original model's outputs on the batch's images or their clean
+        views (or None)."""
         if self.outputs == 'float':
             loss = self.float_loss(outputs, labels)
         else:
@@ -143,6 +164,7 @@ def adapt(sessions: Sequence[SessionSpec], out: str | Path, cfg: AdaptConfig = A
           model_path: str | Path | None = None, progress: bool = True) -> AdaptResult:
     """Fine-tune ``model_path`` (default: the bundled model) on ``sessions``, write ``out``."""
     wall, cpu = time.perf_counter(), time.process_time()
+    cfg.check()
     torch.manual_seed(cfg.seed)
     device = select_device(cfg.device)
     model_path = Path(model_path) if model_path is not None else default_model_path()
@@ -158,10 +180,13 @@ def adapt(sessions: Sequence[SessionSpec], out: str | Path, cfg: AdaptConfig = A
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total)
     original = copy.deepcopy(model).eval().requires_grad_(False) if cfg.distill_weight \
         else None
+    initial = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     losses, steps = _train(model, original, loader, total,
                            AdaptCriterion(model.outputs, cfg), optimizer, scheduler, device,
                            cfg, progress, wall)
     model.eval()
+    if cfg.interpolate != 1.0:
+        interpolate_weights(model, initial, cfg.interpolate)
     result_meta = {'adapted': {'from': str(model_path), 'from_fingerprint': base_fingerprint,
                                'sessions': [s.name for s in sessions], 'places':
                                len(mined.places), 'frames': mined.frames,
@@ -174,9 +199,25 @@ def adapt(sessions: Sequence[SessionSpec], out: str | Path, cfg: AdaptConfig = A
                        time.perf_counter() - wall, time.process_time() - cpu)
 
 
+def interpolate_weights(model: VPRModel, initial: dict[str, torch.Tensor], alpha: float) -> None:
+    """WiSE-FT: every parameter named in ``initial`` (its value before adapting) becomes
+    (1 - ``alpha``) x initial + ``alpha`` x its current value, in place; others are left."""
+    params = dict(model.named_parameters())
+    unknown = sorted(set(initial) - set(params))
+    if unknown:
+        raise ConfigError(f'interpolation names parameters the model lacks: {unknown[:5]}')
+    with torch.no_grad():
+        for name, start in initial.items():
+            params[name].copy_((1.0 - alpha) * start + alpha * params[name])
+    logger.info('weights interpolated: %.2f x adapted + %.2f x original, %d tensors', alpha,
+                1.0 - alpha, len(initial))
+
+
 def _loader(model: VPRModel, mined: MinedPlaces, cfg: AdaptConfig) -> DataLoader:
     pre = model.config.preprocess
-    transform = TrainTransform(pre.train_size, cfg.augment, pre.mean, pre.std, cfg.condition)
+    kind = TwoViewTransform if cfg.distill_weight and cfg.distill_target == 'clean' \
+        else TrainTransform
+    transform = kind(pre.train_size, cfg.augment, pre.mean, pre.std, cfg.condition)
     sampler = SpacedBatchSampler(mined, cfg.places_per_batch, cfg.seed)
     dataset = PlaceImages(mined.places, transform, cfg.images_per_place)
     return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_places)
@@ -221,15 +262,19 @@ def _train(model, original, loader, total, criterion, optimizer, scheduler, devi
 
 
 def _step(model, original, batch, criterion, optimizer, device, grad_clip) -> float:
-    """Forward, loss, backward and optimizer step on one place-major batch."""
+    """Forward, loss, backward and optimizer step on one place-major batch: images
+    [B, 3, H, W], or [B, 2, 3, H, W] (augmented, clean) where the original sees the clean."""
     images, labels, _ = batch
     images, labels = images.to(device), labels.to(device)
+    teacher_view = images
+    if images.dim() == 5:
+        images, teacher_view = images[:, 0], images[:, 1]
     optimizer.zero_grad(set_to_none=True)
     outputs = model(images)
     reference = None
     if original is not None:
         with torch.no_grad():
-            reference = original(images)
+            reference = original(teacher_view)
     loss = criterion(outputs, labels, reference)
     loss.backward()
     if grad_clip:

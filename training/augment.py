@@ -7,7 +7,8 @@ tiny images: brightness / contrast jitter and a small random shift. :func:`condi
 (ours, used by ``vpr adapt``) imitates what differs between sessions of one place and
 survives a model's per-image standardisation, which cancels global brightness and contrast:
 gamma, a colour cast, a brightness ramp across the view (shade, snow on the ground), blur and
-sensor noise.
+sensor noise. :class:`TwoViewTransform` also gives the un-augmented view of each image (the
+clean target of ``vpr adapt``'s cross-condition distillation).
 """
 from __future__ import annotations
 
@@ -181,9 +182,7 @@ class TrainTransform:
         self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
 
     def __call__(self, image: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
-        height, width = self.size
-        if image.shape[:2] != (height, width):
-            image = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
+        image = self._resized(image)
         if self.cfg.kind == 'randaugment':
             image = rand_augment(image, rng, self.cfg.num_ops, self.cfg.magnitude)
         elif self.cfg.kind == 'photometric':
@@ -191,5 +190,27 @@ class TrainTransform:
         if self.condition is not None and self.condition.probability > 0 and \
                 rng.random() < self.condition.probability:
             image = condition_change(image, rng, self.condition)
+        return self._normalised(image)
+
+    def clean(self, image: np.ndarray) -> torch.Tensor:
+        """The view without any augmentation: resized and normalised only."""
+        return self._normalised(self._resized(image))
+
+    def _resized(self, image: np.ndarray) -> np.ndarray:
+        height, width = self.size
+        if image.shape[:2] != (height, width):
+            image = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
+        return image
+
+    def _normalised(self, image: np.ndarray) -> torch.Tensor:
         tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 255.0
         return (tensor - self.mean) / self.std
+
+
+class TwoViewTransform(TrainTransform):
+    """:class:`TrainTransform` that returns [2, 3, H, W]: the augmented view, then the clean
+    one. The clean view draws nothing from ``rng``, so the augmented views are those a
+    :class:`TrainTransform` with the same settings and generator gives."""
+
+    def __call__(self, image: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
+        return torch.stack([super().__call__(image, rng), self.clean(image)])

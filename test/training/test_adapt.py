@@ -10,6 +10,7 @@ from training.adapt import adapt, AdaptConfig, AdaptCriterion, adapt_trainable
 from training.bag_places import MiningConfig, SessionSpec
 from training.config import AugmentConfig
 from vpr_core import cli
+from vpr_core.errors import ConfigError
 from vpr_core.model.checkpoint import load_model, read_metadata, save_model
 from vpr_core.model.factory import build_model
 
@@ -149,3 +150,99 @@ def test_the_written_out_recipe_is_the_defaults():
     recipe = Path(__file__).resolve().parents[2] / 'config' / 'adapt.yaml'
     assert load_config(AdaptConfig, recipe, base=AdaptConfig()) == AdaptConfig()
     assert load_config(AdaptConfig, recipe) == AdaptConfig()
+
+
+def test_two_view_transform_adds_the_un_augmented_view():
+    import numpy as np
+    from teach_bag import place_image
+    from training.augment import ConditionConfig, TrainTransform, TwoViewTransform
+    image = place_image(2, 0, size=40)
+    settings = ((28, 28), AugmentConfig(kind='photometric', brightness=0.5, contrast=0.5,
+                                        shift=0.1), (0.4, 0.5, 0.6), (0.2, 0.25, 0.3),
+                ConditionConfig(probability=1.0))
+    views = TwoViewTransform(*settings)(image, np.random.default_rng(3))
+    augmented = TrainTransform(*settings)(image, np.random.default_rng(3))
+    plain = TrainTransform((28, 28), AugmentConfig(kind='none'), *settings[2:4])(
+        image, np.random.default_rng(99))
+    assert views.shape == (2, 3, 28, 28)
+    assert torch.equal(views[0], augmented)       # the student's view is unchanged
+    assert torch.equal(views[1], plain)           # the teacher's view: resize + normalise only
+    assert (views[0] - views[1]).abs().mean() > 0.1
+
+
+def test_clean_distillation_shows_the_original_the_clean_view(tiny_config):
+    torch.manual_seed(0)
+    model = build_model(tiny_config(bits=32))
+    original = build_model(tiny_config(bits=32)).eval()
+    seen = {}
+    model.register_forward_pre_hook(lambda m, args: seen.setdefault('student', args[0]))
+    original.register_forward_pre_hook(lambda m, args: seen.setdefault('teacher', args[0]))
+    images = torch.randn(8, 2, 3, 28, 28)
+    labels = torch.arange(4).repeat_interleave(2)
+    criterion = AdaptCriterion(model.outputs, AdaptConfig())
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    adapt_module._step(model, original, (images, labels, None), criterion, optimizer, 'cpu',
+                       None)
+    assert torch.equal(seen['student'], images[:, 0])
+    assert torch.equal(seen['teacher'], images[:, 1])
+
+
+def test_clean_distillation_feeds_two_view_batches(tmp_path, tiny_model, teach_bags,
+                                                   monkeypatch):
+    batches, step = [], adapt_module._step
+
+    def recording_step(model, original, batch, *rest):
+        batches.append(batch[0])
+        return step(model, original, batch, *rest)
+    monkeypatch.setattr(adapt_module, '_step', recording_step)
+    cfg = AdaptConfig(mining=MINING, places_per_batch=4, images_per_place=2, epochs=1,
+                      min_steps=0, device='cpu', distill_target='clean')
+    out = tmp_path / 'adapted.safetensors'
+    adapt(teach_bags[:1], out, cfg, tiny_model, progress=False)
+    assert batches and all(b.dim() == 5 and b.shape[1] == 2 for b in batches)
+    assert not torch.equal(batches[0][:, 0], batches[0][:, 1])
+    assert read_metadata(out).extra['adapted']['config']['distill_target'] == 'clean'
+
+
+def test_interpolation_writes_the_blend_of_original_and_adapted(tmp_path, tiny_model,
+                                                                teach_bags):
+    cfg = AdaptConfig(mining=MINING, places_per_batch=4, images_per_place=2, epochs=1,
+                      min_steps=0, lr=3e-3, device='cpu', distill_weight=0.0)
+    full, blend = tmp_path / 'full.safetensors', tmp_path / 'blend.safetensors'
+    adapt(teach_bags[:1], full, cfg, tiny_model, progress=False)
+    adapt(teach_bags[:1], blend, dataclasses.replace(cfg, interpolate=0.3), tiny_model,
+          progress=False)
+    base = load_model(tiny_model).state_dict()
+    moved, mixed = load_model(full).state_dict(), load_model(blend).state_dict()
+    trained = set(adapt_trainable(load_model(tiny_model)))
+    assert any(not torch.equal(moved[n], base[n]) for n in trained)
+    for name in base:
+        if name in trained:
+            assert torch.allclose(mixed[name], 0.7 * base[name] + 0.3 * moved[name],
+                                  rtol=0.0, atol=1e-6), name
+        else:
+            assert torch.equal(mixed[name], base[name]), name
+
+
+def test_interpolate_weights_blends_only_the_named_tensors(tiny_config):
+    from training.adapt import interpolate_weights
+    torch.manual_seed(0)
+    model = build_model(tiny_config())
+    params = dict(model.named_parameters())
+    name, other = sorted(params)[:2]
+    start = {name: torch.zeros_like(params[name])}
+    before, kept = params[name].detach().clone(), params[other].detach().clone()
+    interpolate_weights(model, start, 0.25)
+    assert torch.equal(params[name].detach(), 0.25 * before)
+    assert torch.equal(params[other].detach(), kept)
+    with pytest.raises(ConfigError, match='lacks'):
+        interpolate_weights(model, {'no.such.tensor': before}, 0.5)
+
+
+@pytest.mark.parametrize('change', [{'distill_target': 'teacher'}, {'interpolate': 0.0},
+                                    {'interpolate': 1.5}])
+def test_bad_distillation_or_interpolation_settings_are_refused(tmp_path, tiny_model,
+                                                                teach_bags, change):
+    cfg = dataclasses.replace(AdaptConfig(mining=MINING, device='cpu'), **change)
+    with pytest.raises(ConfigError, match=next(iter(change))):
+        adapt(teach_bags[:1], tmp_path / 'm2.safetensors', cfg, tiny_model, progress=False)

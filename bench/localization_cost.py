@@ -30,23 +30,28 @@ DIM = 256
 TARGET_RATIO = 1.5
 
 
-def unit_rows(rng: np.random.Generator, count: int, chunk: int = 100_000) -> np.ndarray:
-    """[count, DIM] float16 unit rows, made in chunks (no float32 copy of a 1 M map)."""
-    out = np.empty((count, DIM), dtype=np.float16)
+def unit_rows(rng: np.random.Generator, count: int, dim: int = DIM, bits: int = DIM,
+              chunk: int = 100_000) -> tuple[np.ndarray, np.ndarray]:
+    """[count, dim] float16 unit rows and their packed codes (signs of the first ``bits``
+    dimensions), made in chunks (no float32 copy of a 1 M map)."""
+    out = np.empty((count, dim), dtype=np.float16)
+    codes = np.empty((count, bits // 8), dtype=np.uint8)
     for start in range(0, count, chunk):
-        rows = rng.standard_normal((min(chunk, count - start), DIM), dtype=np.float32)
-        out[start:start + len(rows)] = rows / np.linalg.norm(rows, axis=1, keepdims=True)
-    return out
+        rows = rng.standard_normal((min(chunk, count - start), dim), dtype=np.float32)
+        rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+        out[start:start + len(rows)] = rows
+        codes[start:start + len(rows)] = pack_codes(rows[:, :bits])
+    return out, codes
 
 
-def synthetic_map(count: int, seed: int = 0) -> MapDatabase:
-    """``count`` places 1 m apart along x, float16 floats and 256-bit codes."""
-    floats = unit_rows(np.random.default_rng(seed), count)
+def synthetic_map(count: int, seed: int = 0, dim: int = DIM, bits: int = DIM) -> MapDatabase:
+    """``count`` places 1 m apart along x, float16 floats (``dim``) and ``bits``-bit codes."""
+    floats, codes = unit_rows(np.random.default_rng(seed), count, dim, bits)
     positions = np.zeros((count, 3))
     positions[:, 0] = np.arange(count, dtype=np.float64)
-    manifest = MapManifest(model_fingerprint='bench', descriptor_dim=DIM, code_bits=DIM,
+    manifest = MapManifest(model_fingerprint='bench', descriptor_dim=dim, code_bits=bits,
                            num_places=count, float_dtype='float16')
-    return MapDatabase(manifest, Descriptors(floats, pack_codes(floats)), positions,
+    return MapDatabase(manifest, Descriptors(floats, codes), positions,
                        quaternions_from_yaw(np.zeros(count)),
                        np.arange(count, dtype=np.int64) * 1_000_000_000)
 
@@ -59,10 +64,12 @@ def query_stream(map_db: MapDatabase, frames: int, seed: int = 1
     stream = []
     for frame in range(frames):
         row = start + frame
-        noisy = map_db.floats[row].astype(np.float32) + 0.05 * rng.standard_normal(DIM)
+        noisy = map_db.floats[row].astype(np.float32) + \
+            0.05 * rng.standard_normal(map_db.floats.shape[1])
         noisy = (noisy / np.linalg.norm(noisy)).astype(np.float32)[None, :]
         odometry = Pose((float(frame), 0.0, 0.0), (0.0, 0.0, 0.0, 1.0))
-        stream.append((Descriptors(noisy, pack_codes(noisy)), frame * 100_000_000, odometry))
+        codes = pack_codes(noisy[:, :map_db.manifest.code_bits])
+        stream.append((Descriptors(noisy, codes), frame * 100_000_000, odometry))
     return stream
 
 

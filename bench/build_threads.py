@@ -1,0 +1,88 @@
+"""`vpr build-map` throughput with the thread policy against the libraries' own defaults.
+
+Claim (issue 18): on this host, building a map of Nordland frames with the bundled model under
+the product's thread policy (``vpr_core.devices.apply_thread_policy``: one thread on hosts
+with two cores or fewer) gives at least as many images per second as leaving torch,
+onnxruntime, faiss and OpenCV at their defaults (a thread per core each). Each round runs
+both in fresh processes, one after the other (a busy host slows both alike), and times only
+the build (model loaded, ONNX graph cached); the ratio is the median over rounds.
+
+    .venv/bin/python bench/build_threads.py [--rounds 3] [--images 600]
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+from pathlib import Path
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+NORDLAND = Path(__file__).resolve().parents[1] / '..' / 'shared' / 'data' / 'nordland_64x32'
+
+
+def child(folder: Path, policy: bool) -> None:
+    """One build in this process; prints images per second."""
+    if policy:
+        from vpr_core.devices import apply_thread_policy
+        apply_thread_policy(None)
+    from vpr_core.backends import DEFAULT_BACKEND
+    from vpr_core.extractor import Extractor
+    from vpr_core.mapdb import build_map, BuildConfig, ImageFolderSource, KeyframeConfig
+    extractor = Extractor.from_weights(None, backend=DEFAULT_BACKEND, progress=False)
+    extractor.extract(extractor_warmup(folder))
+    source = ImageFolderSource(folder)
+    start = time.perf_counter()
+    database = build_map(source, extractor, BuildConfig(keyframes=KeyframeConfig(enabled=False)))
+    print(database.size / (time.perf_counter() - start))
+
+
+def extractor_warmup(folder: Path) -> list:
+    from vpr_core.image import load_image_file
+    return [load_image_file(path) for path in sorted(folder.iterdir())[:16]]
+
+
+def run(folder: Path, policy: bool) -> float:
+    out = subprocess.run([sys.executable, __file__, '--child', str(folder)] +
+                         ([] if policy else ['--no-policy']), check=True, capture_output=True,
+                         text=True, env={k: v for k, v in os.environ.items()
+                                         if k != 'OMP_NUM_THREADS'})
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--rounds', type=int, default=3)
+    parser.add_argument('--images', type=int, default=600)
+    parser.add_argument('--child', type=Path, help=argparse.SUPPRESS)
+    parser.add_argument('--no-policy', action='store_true', help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child, not args.no_policy)
+        return 0
+    with open(NORDLAND / 'pairs.csv', newline='') as handle:
+        rows = [r for r in csv.DictReader(handle) if r['is_blank'] == '0'][:args.images]
+    with tempfile.TemporaryDirectory(prefix='vpr-build-threads-') as tmp:
+        folder = Path(tmp) / 'images'
+        folder.mkdir()
+        for row in rows:
+            (folder / Path(row['summer_file']).name).symlink_to(
+                (NORDLAND / row['summer_file']).resolve())
+        with_policy, without = [], []
+        for _ in range(args.rounds):
+            with_policy.append(run(folder, True))
+            without.append(run(folder, False))
+    ratio = statistics.median(a / b for a, b in zip(with_policy, without))
+    print(f'{len(rows)} images, {os.cpu_count()} cores, {args.rounds} rounds (images/s, '
+          f'median): policy {statistics.median(with_policy):.0f}, library defaults '
+          f'{statistics.median(without):.0f}; policy / defaults {ratio:.2f}x (target >= 1)')
+    if ratio < 1.0:
+        print('CLAIM FAILED: the thread policy builds maps slower than the library defaults')
+    return 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())

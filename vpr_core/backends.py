@@ -19,7 +19,9 @@ float32 in {-1, +1} (None without a hashing branch). Registered names:
 - ``auto``: ``onnxruntime`` on CPU where it is installed (2.5-2.7x faster per frame than
   torch eager at batch 1 for the bundled model on the 2-core development CPU, preprocessing
   included, ``bench/backends.py``), ``torch`` on CUDA (fp16 autocast; not measured against
-  onnxruntime there, so an onnxruntime CUDA build is used only when asked for by name).
+  onnxruntime there, so an onnxruntime CUDA build is used only when asked for by name). When
+  the graph cannot be exported or loaded on CPU (read-only cache folder, full disk), ``auto``
+  runs torch with a warning instead of failing; the default of the node and of every CLI.
 
 The descriptors do not depend on the backend beyond float rounding (onnxruntime on CPU
 against torch: at most 1.1e-5 apart on 206 real images, one code bit of 47,104 different,
@@ -175,6 +177,8 @@ def create_backend(name: str, model: VPRModel, device: torch.device, *,
         raise ConfigError(f'unknown inference backend {name!r}; valid: {", ".join(BACKENDS)}')
     if name == 'auto':
         name = resolve_auto(device)
+        if name == 'onnxruntime':
+            return _onnxruntime_or_torch(model, device, fp16, cache)
     if name == 'torch':
         return TorchBackend(model, device, fp16)
     if name == 'onnxruntime':
@@ -185,6 +189,19 @@ def create_backend(name: str, model: VPRModel, device: torch.device, *,
             LOG.warning('fp16 is a torch/TensorRT setting; onnxruntime runs the float32 graph')
         return OnnxRuntimeBackend(model, device, cache=cache)
     return create_tensorrt(model, device, fp16=fp16, cache=cache)
+
+
+def _onnxruntime_or_torch(model: VPRModel, device: torch.device, fp16: bool | None,
+                          cache: str | os.PathLike | None) -> InferenceBackend:
+    """``auto`` on CPU: onnxruntime, or torch when the graph cannot be exported or loaded
+    here (a read-only cache folder, a full disk, an operator the exporter does not know): an
+    acceleration that is not available must not stop a node from starting."""
+    try:
+        return OnnxRuntimeBackend(model, device, cache=cache)
+    except Exception as exc:        # noqa: BLE001 - any failure: the torch path still works
+        LOG.warning('backend auto: onnxruntime is not usable here (%s: %s); running torch',
+                    type(exc).__name__, str(exc).splitlines()[0] if str(exc) else '')
+        return TorchBackend(model, device, fp16)
 
 
 def resolve_auto(device: torch.device) -> str:

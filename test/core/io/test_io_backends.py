@@ -109,6 +109,21 @@ def test_auto_picks_onnxruntime_on_cpu_and_torch_on_cuda(tmp_path):
     assert extractor.backend == 'onnxruntime' and extractor.fp16 is False
 
 
+def test_auto_falls_back_to_torch_when_the_graph_cannot_be_written(tmp_path, caplog):
+    """A read-only or broken cache folder must not stop a node: ``auto`` runs torch (and says
+    so); ``onnxruntime`` asked for by name still fails."""
+    blocker = tmp_path / 'not-a-folder'
+    blocker.write_text('a file where the cache folder should be')
+    model, images = tiny_model('float'), [np.full((40, 50, 3), 90, np.uint8)]
+    with caplog.at_level('WARNING', logger='vpr_core.backends'):
+        extractor = Extractor(model, device='cpu', backend='auto', onnx_cache=blocker / 'sub')
+    assert extractor.backend == 'torch' and 'onnxruntime is not usable' in caplog.text
+    expected = Extractor(model, device='cpu', backend='torch').extract(images)
+    assert np.array_equal(extractor.extract(images).floats, expected.floats)
+    with pytest.raises(OSError):
+        Extractor(model, device='cpu', backend='onnxruntime', onnx_cache=blocker / 'sub')
+
+
 @pytest.mark.parametrize('verb', [['build-map', '--images', 'x', '--out', 'm'],
                                   ['query', '--images', 'x', '--map', 'm'],
                                   ['evaluate', '--database', 'd', '--queries', 'q', '--out', 'o'],

@@ -82,7 +82,7 @@ class LoopDetector:
         if previous is not None:
             self._load_previous(previous, frame_id)
         self._recorder = MapRecorder(extractor, BuildConfig(keyframes=KeyframeConfig(
-            enabled=False)), self.frame_id)
+            enabled=False)), self.frame_id, keep_descriptors=False)   # the store has them
         self._selector = KeyframeSelector(config.keyframes)
         self._consistency = ConsistencyFilter(config.consistency_window)
         self._top_consistency = ConsistencyFilter(config.consistency_window)
@@ -225,7 +225,7 @@ class LoopDetector:
         self._unposed += odometry is None
         session_row = index - self.store.previous
         pose = odometry if odometry is not None else Pose((float(session_row), 0.0, 0.0))
-        self._recorder.add(None, stamp_ns, pose, descriptors=descriptors)
+        self._recorder.add(None, stamp_ns, pose)
         return index
 
     def _decide(self, index: int, stamp_ns: int, rows: np.ndarray, scores: np.ndarray,
@@ -307,7 +307,7 @@ class LoopDetector:
         needs descriptors, stamps and features, not metric poses, and a session must never
         be lost at save time for this reason.
         """
-        session = self._recorder.to_map()
+        session = self._recorder.to_map(self.store.rows(slice(self.store.previous, None)))
         posed = session.size > 0 and self._unposed == 0
         changes = {} if posed else {'synthetic_poses': True, 'orientation_source': 'none'}
         manifest = session.manifest.with_changes(source=dict(session.manifest.source,

@@ -93,6 +93,11 @@ class KeyframeStore:
         known = last if travel_m is None or np.isnan(travel_m) else max(last, float(travel_m))
         self.travel_m.extend(np.full(count, known))
 
+    def rows(self, which: slice) -> Descriptors:
+        """Descriptors of the rows ``which`` (views, valid until the next :meth:`add`)."""
+        return Descriptors(None if self.floats is None else self.floats.rows[which],
+                           None if self.codes is None else self.codes.rows[which])
+
     def eligible(self, elapsed_s: float, travel_m: float | None, min_time_gap_s: float,
                  min_travel_gap_m: float) -> int:
         """How many leading rows a query at ``elapsed_s`` / ``travel_m`` may match."""

@@ -37,13 +37,17 @@ class MapRecorder:
 
     ``extrinsics``: each camera's pose in the base frame (default: ``config.camera_in_base``
     for one camera), so the map stores camera poses; ``path``: the map that :meth:`save`
-    extends (checked now when it exists).
+    extends (checked now when it exists). ``keep_descriptors`` False: the caller keeps every
+    keyframe's descriptors (a loop detector's search store) and hands them to :meth:`to_map`,
+    so they are not held twice; such a recorder extracts nothing.
     """
 
     def __init__(self, extractor: DescriptorSource, config: BuildConfig = BuildConfig(),
                  frame_id: str = 'map', *, extrinsics: Sequence[Pose] | None = None,
-                 path: str | Path | None = None, lock_timeout_s: float | None = None) -> None:
+                 path: str | Path | None = None, lock_timeout_s: float | None = None,
+                 keep_descriptors: bool = True) -> None:
         self.extractor = extractor
+        self.keep_descriptors = keep_descriptors
         self.frame_id = config.frame_id or frame_id
         self.path = None if path is None else Path(path)
         self.extrinsics = list(extrinsics or [Pose.from_sequence(config.camera_in_base)])
@@ -79,7 +83,9 @@ class MapRecorder:
         if not self._selectors[camera].offer(np.asarray(pose.position),
                                              np.asarray(pose.orientation), stamp_ns):
             return False
-        if descriptors is None:
+        if not self.keep_descriptors:
+            descriptors = None
+        elif descriptors is None:
             if image is None:
                 raise MapError('MapRecorder.add needs an image or its descriptors')
             descriptors = self.extractor.extract([image])
@@ -96,11 +102,12 @@ class MapRecorder:
         """Forget the last keyframe of every camera: the next frame of each is kept."""
         self._selectors = [KeyframeSelector(self.config.keyframes) for _ in self.extrinsics]
 
-    def to_map(self) -> MapDatabase:
-        """The keyframes not saved yet as a map (the schema of ``vpr build-map``)."""
+    def to_map(self, descriptors: Descriptors | None = None) -> MapDatabase:
+        """The keyframes not saved yet as a map (the schema of ``vpr build-map``);
+        ``descriptors``: their rows, for a recorder that does not keep them."""
         with self._lock:
             rows = list(self._rows)
-        return self._map_of(rows)
+        return self._map_of(rows, descriptors)
 
     def save(self, path: str | Path | None = None) -> MapDatabase | None:
         """Append the unsaved keyframes to the map at ``path`` (default: the recorder's),
@@ -140,13 +147,19 @@ class MapRecorder:
                        'map %s', len(rows), path, target)
         return target
 
-    def _map_of(self, rows: list[tuple]) -> MapDatabase:
+    def _map_of(self, rows: list[tuple], descriptors: Descriptors | None = None
+                ) -> MapDatabase:
         config, extractor = self.config, self.extractor
+        if descriptors is None and not self.keep_descriptors:
+            raise MapError('this recorder keeps no descriptors: pass them to to_map()')
+        if descriptors is not None and len(descriptors) != len(rows):
+            raise MapError(f'{len(descriptors)} descriptor rows for {len(rows)} keyframes')
+        parts = [r[0] for r in rows] if descriptors is None else [descriptors]
         keep_floats = config.store != 'codes' and extractor.descriptor_dim > 0
         keep_codes = config.store != 'floats' and extractor.code_bits > 0
-        floats = _stack([r[0].floats for r in rows], keep_floats,
+        floats = _stack([d.floats for d in parts], keep_floats,
                         (0, extractor.descriptor_dim), np.float32)
-        codes = _stack([r[0].codes for r in rows], keep_codes, (0, extractor.code_bits // 8),
+        codes = _stack([d.codes for d in parts], keep_codes, (0, extractor.code_bits // 8),
                        np.uint8)
         positions = np.array([r[1] for r in rows]).reshape(-1, 3)
         model, preprocess = manifest_model(extractor)

@@ -57,3 +57,20 @@ def test_snapshot_is_written_later_unchanged_by_new_frames(tmp_path):
     features = load_features(tmp_path / 'map', map_id, 6)
     assert all(f is not None and len(f) > 50 for f in features)
     assert (tmp_path / 'map' / INDEX_FILE).is_file()
+
+
+def test_keyframe_descriptors_are_held_once_and_saved_as_searched(tmp_path):
+    """The search store owns them; the session map is built from its rows, not a copy kept
+    by the recorder."""
+    import numpy as np
+    from vpr_core.errors import MapError
+    detector = _session(range(7))
+    assert all(row[0] is None for row in detector._recorder._rows)
+    saved = MapDatabase.load(tmp_path / 'map') if detector.save(tmp_path / 'map') else None
+    store = detector.store.rows(slice(0, None))
+    assert np.array_equal(saved.codes, store.codes)
+    assert np.allclose(saved.floats.astype(np.float32), store.floats, atol=1e-3)
+    with pytest.raises(MapError, match='keeps no descriptors'):
+        detector._recorder.to_map()
+    with pytest.raises(MapError, match='6 descriptor rows for 7 keyframes'):
+        detector._recorder.to_map(detector.store.rows(slice(1, None)))

@@ -14,9 +14,9 @@ answer was skipped by its worker (counted as ``dropped``), not lost unseen in tr
 With the bundled model and the default backend (onnxruntime on CPU) the node keeps up with
 30 Hz on a 2-core CPU for the full minute (1,800 of 1,800 frames received and answered, 0
 dropped, processing median 11 ms, latency x0.98 from the first third to the last, memory
-+0.2 MB; with torch it was about 25 ms a frame); ``--rate 100`` overloads it (measured with best effort on both sides:
-1,143 of 3,000 frames answered, 1,857 counted as dropped, latency median x0.99 from the first
-third to the last, memory +0.1 MB).
++0.2 MB; with torch it was about 25 ms a frame); ``--rate 100`` overloads it (measured with
+torch and best effort on both sides: 1,143 of 3,000 frames answered, 1,857 counted as
+dropped, latency median x0.99 from the first third to the last, memory +0.1 MB).
 
     .venv/bin/python bench/node_load.py [--rate 30] [--seconds 60]
 """

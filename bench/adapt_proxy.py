@@ -116,6 +116,8 @@ def main() -> None:
         for seed in args.seeds:
             overrides = [*PROXY_MINING, *args.set, f'seed={seed}', 'device=cpu']
             cfg = load_config(AdaptConfig, args.config, overrides, base=AdaptConfig())
+            if args.blend and cfg.interpolate != 1.0:
+                parser.error('--blend blends the trained weights: run with interpolate=1')
             out = Path(tmp) / f'adapted_{seed}.safetensors'
             tic = time.process_time()
             result = adapt([session], out, cfg, base_path, progress=False)

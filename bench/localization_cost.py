@@ -34,6 +34,8 @@ def unit_rows(rng: np.random.Generator, count: int, dim: int = DIM, bits: int = 
               chunk: int = 100_000) -> tuple[np.ndarray, np.ndarray]:
     """[count, dim] float16 unit rows and their packed codes (signs of the first ``bits``
     dimensions), made in chunks (no float32 copy of a 1 M map)."""
+    if not 0 < bits <= dim or bits % 8:
+        raise ValueError(f'bits must be a multiple of 8 in (0, dim={dim}], got {bits}')
     out = np.empty((count, dim), dtype=np.float16)
     codes = np.empty((count, bits // 8), dtype=np.uint8)
     for start in range(0, count, chunk):

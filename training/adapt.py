@@ -89,6 +89,9 @@ class AdaptConfig:
                               f'got {self.distill_target!r}')
         if not 0.0 < self.interpolate <= 1.0:
             raise ConfigError(f'interpolate must be in (0, 1], got {self.interpolate}')
+        if self.interpolate != 1.0 and not self.freeze_bn_stats:
+            raise ConfigError('interpolate < 1 blends weights, not BatchNorm statistics: '
+                              'use it with freeze_bn_stats: true')
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,7 @@ float32 in {-1, +1} (None without a hashing branch). Registered names:
 - ``torch``: the PyTorch module on CPU or CUDA (fp16 autocast on CUDA by default);
 - ``onnxruntime``: the model's ONNX graph (:mod:`vpr_core.model.export`) in an onnxruntime
   session: CPU, or CUDA where the installed onnxruntime has that execution provider. The
-  graph is exported on first use into ``$VPR_CACHE/onnx`` (default ``~/.cache/vpr_ros/onnx``),
-  keyed by the model fingerprint and input size, written atomically, and checked against the
-  fingerprint whenever it is loaded;
+  graph is exported on first use into ``$VPR_CACHE/onnx`` (:mod:`vpr_core.onnx_cache`);
 - ``tensorrt``: a TensorRT engine built from that ONNX graph on the GPU that runs it
   (CUDA only; fp16 by default as torch): through the ``tensorrt`` Python package when
   installed (engine cached next to the graph, keyed by fingerprint, GPU, TensorRT version,
@@ -21,7 +19,8 @@ float32 in {-1, +1} (None without a hashing branch). Registered names:
   included, ``bench/backends.py``), ``torch`` on CUDA (fp16 autocast; not measured against
   onnxruntime there, so an onnxruntime CUDA build is used only when asked for by name). When
   the graph cannot be exported or loaded on CPU (read-only cache folder, full disk), ``auto``
-  runs torch with a warning instead of failing; the default of the node and of every CLI.
+  runs torch with a warning instead of failing (and notes it, so the next start does not
+  try again); the default of the node and of every CLI.
 
 The descriptors do not depend on the backend beyond float rounding (onnxruntime on CPU
 against torch: at most 1.1e-5 apart on 206 real images, one code bit of 47,104 different,
@@ -33,7 +32,6 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -44,14 +42,17 @@ from vpr_core import trt_engine
 from vpr_core.devices import autocast, thread_count, use_fp16
 from vpr_core.errors import ConfigError
 from vpr_core.model.vpr_model import VPRModel
+from vpr_core.onnx_cache import cached_onnx, remember_failure, remembered_failure
 
 LOG = logging.getLogger(__name__)
 BACKENDS = ('auto', 'torch', 'onnxruntime', 'tensorrt')
 # What the node and every CLI run unless told otherwise (bench/backends.py: onnxruntime is
 # 2.5-2.7x faster per frame than torch eager on CPU; its one-off export is cached per model).
 DEFAULT_BACKEND = 'auto'
-BACKEND_HELP = ('inference backend: auto (onnxruntime on CPU, its graph exported once into '
-                '$VPR_CACHE/onnx; torch on CUDA), torch, onnxruntime or tensorrt (CUDA only)')
+BACKEND_HELP = ('inference backend: auto (onnxruntime on CPU, its graph exported into '
+                '$VPR_CACHE/onnx at the first start with a model, which then takes longer; '
+                'torch on CUDA, or where the graph fails), torch, onnxruntime or tensorrt '
+                '(CUDA only)')
 TENSORRT_MAX_BATCH = 32     # an engine's largest batch; bigger batches run in chunks
 Outputs = tuple[np.ndarray | None, np.ndarray | None]
 
@@ -195,13 +196,18 @@ def _onnxruntime_or_torch(model: VPRModel, device: torch.device, fp16: bool | No
                           cache: str | os.PathLike | None) -> InferenceBackend:
     """``auto`` on CPU: onnxruntime, or torch when the graph cannot be exported or loaded
     here (a read-only cache folder, a full disk, an operator the exporter does not know): an
-    acceleration that is not available must not stop a node from starting."""
-    try:
-        return OnnxRuntimeBackend(model, device, cache=cache)
-    except Exception as exc:        # noqa: BLE001 - any failure: the torch path still works
-        LOG.warning('backend auto: onnxruntime is not usable here (%s: %s); running torch',
-                    type(exc).__name__, str(exc).splitlines()[0] if str(exc) else '')
-        return TorchBackend(model, device, fp16)
+    acceleration that is not available must not stop a node from starting. A failure is
+    noted in the cache (:mod:`vpr_core.onnx_cache`), so later starts go straight to torch."""
+    failed = remembered_failure(model, cache)
+    if failed is None:
+        try:
+            return OnnxRuntimeBackend(model, device, cache=cache)
+        except Exception as exc:    # noqa: BLE001 - any failure: the torch path still works
+            failed = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
+            remember_failure(model, cache, failed)
+    LOG.warning('backend auto: onnxruntime is not usable for this model here (%s); running '
+                'torch', failed)
+    return TorchBackend(model, device, fp16)
 
 
 def resolve_auto(device: torch.device) -> str:
@@ -209,24 +215,6 @@ def resolve_auto(device: torch.device) -> str:
     if device.type == 'cpu' and importlib.util.find_spec('onnxruntime') is not None:
         return 'onnxruntime'
     return 'torch'
-
-
-def cached_onnx(model: VPRModel, *, cache: str | os.PathLike | None = None) -> Path:
-    """The model's ONNX graph in the cache, exported (atomically) when absent or stale."""
-    from vpr_core.model.checkpoint import model_fingerprint
-    from vpr_core.model.export import export_onnx, onnx_fingerprint
-    from vpr_core.model.weights import cache_dir
-    fingerprint = getattr(model, 'fingerprint', None) or model_fingerprint(model)
-    height, width = model.config.preprocess.test_size
-    path = cache_dir(cache) / 'onnx' / f'{fingerprint[:32]}-{height}x{width}.onnx'
-    if path.is_file() and onnx_fingerprint(path) == fingerprint:
-        return path
-    if path.exists():
-        LOG.warning('cached ONNX graph %s does not carry fingerprint %s; exporting again',
-                    path, fingerprint[:12])
-    LOG.info('exporting the model to ONNX once: %s', path)
-    export_onnx(model, path)
-    return path
 
 
 def create_tensorrt(model: VPRModel, device: torch.device, *, fp16: bool | None = None,

@@ -21,8 +21,10 @@ backends to float rounding, so the model ``fingerprint`` stays the compatibility
 """
 from __future__ import annotations
 
+import gc
 import logging
 import os
+from pathlib import Path
 from typing import Iterator, Literal, Sequence
 
 import numpy as np
@@ -63,6 +65,7 @@ class Extractor:
             raise ConfigError(f'unknown crossimage_policy {crossimage_policy!r}; valid: '
                               f'{", ".join(CROSSIMAGE_POLICIES)}')
         self.device = select_device(device)
+        self.requested_backend = backend    # as asked ('auto' unresolved), for other devices
         self._fingerprint: str | None = getattr(model, 'fingerprint', None)
         self._backend = create_backend(backend, model.eval(), self.device, fp16=fp16,
                                        cache=onnx_cache)
@@ -74,12 +77,30 @@ class Extractor:
         self.batch_size = int(batch_size)
         self.progress = progress
         self.crossimage_policy = crossimage_policy
+        self.weights_path: Path | None = None     # the checkpoint, when loaded from one
 
     @classmethod
     def from_weights(cls, path: str | os.PathLike | None = None, **kwargs) -> 'Extractor':
-        """Extractor over one of our ``.safetensors`` checkpoints (None: the default model)."""
-        model = load_model(default_model_path() if path is None else path)
-        return cls(model, **kwargs)
+        """Extractor over one of our ``.safetensors`` checkpoints (None: the default model).
+
+        When another backend than torch runs it (onnxruntime, TensorRT: they hold their own
+        copy of the weights), the torch weights are dropped: :attr:`model` keeps its config,
+        dimensions and fingerprint on the ``meta`` device, and :attr:`weights_path` names the
+        checkpoint (a ViT-B would otherwise be held twice, 350 MB more on a robot).
+        """
+        path = Path(default_model_path() if path is None else path)
+        extractor = cls(load_model(path), **kwargs)
+        extractor.weights_path = path
+        if extractor.backend != 'torch':
+            extractor._fingerprint = extractor.fingerprint    # while the weights exist
+            extractor.model.to('meta')
+            gc.collect()
+        return extractor
+
+    @property
+    def holds_weights(self) -> bool:
+        """False when :meth:`from_weights` dropped the torch weights (another backend runs)."""
+        return not any(p.is_meta for p in self.model.parameters())
 
     @property
     def model_config(self) -> ModelConfig:

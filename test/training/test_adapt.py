@@ -240,7 +240,8 @@ def test_interpolate_weights_blends_only_the_named_tensors(tiny_config):
 
 
 @pytest.mark.parametrize('change', [{'distill_target': 'teacher'}, {'interpolate': 0.0},
-                                    {'interpolate': 1.5}])
+                                    {'interpolate': 1.5},
+                                    {'interpolate': 0.5, 'freeze_bn_stats': False}])
 def test_bad_distillation_or_interpolation_settings_are_refused(tmp_path, tiny_model,
                                                                 teach_bags, change):
     cfg = dataclasses.replace(AdaptConfig(mining=MINING, device='cpu'), **change)

@@ -99,11 +99,12 @@ def build_map(source: FrameSource, extractor: DescriptorSource,
 def assemble_map(table: FrameTable, extractor: DescriptorSource, config: BuildConfig,
                  kept: Sequence[int], descriptors: Descriptors, thumbnails: np.ndarray | None,
                  skipped: list[dict], *, out: str | Path | None = None,
-                 lock_timeout_s: float | None = None, tool: str = 'vpr build-map'
-                 ) -> MapDatabase:
+                 lock_timeout_s: float | None = None, tool: str = 'vpr build-map',
+                 backend: str = '') -> MapDatabase:
     """The map of the ``kept`` frames (ascending indices into ``table``) whose rows of
     ``descriptors`` (and ``thumbnails``) were computed, with the ``skipped`` undecodable ones
-    named in the manifest; saved atomically to ``out`` when given."""
+    named in the manifest; saved atomically to ``out`` when given. ``backend``: what
+    computed them when not ``extractor`` itself (Ray actors)."""
     chosen = np.asarray(kept, dtype=np.int64)
     if len(descriptors) != len(chosen):
         raise MapError(f'the source yielded {len(descriptors)} images for {len(chosen)} frames')
@@ -117,7 +118,7 @@ def assemble_map(table: FrameTable, extractor: DescriptorSource, config: BuildCo
     positions, orientations = compose(table.positions[chosen], table.orientations[chosen],
                                       Pose.from_sequence(config.camera_in_base))
     manifest = _manifest(table, extractor, config, chosen, positions, descriptors, skipped,
-                         tool)
+                         tool, backend)
     database = MapDatabase(manifest, descriptors, positions, orientations,
                            table.stamps_ns[chosen], thumbnails=thumbnails,
                            names=table.names[chosen])
@@ -261,20 +262,21 @@ def thumbnail(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
                       interpolation=cv2.INTER_AREA)
 
 
-def manifest_model(extractor: DescriptorSource) -> tuple[dict, dict]:
-    """(model summary, preprocessing) of a descriptor source, for the manifest."""
+def manifest_model(extractor: DescriptorSource, backend: str = '') -> tuple[dict, dict]:
+    """(model summary, preprocessing) of a descriptor source, for the manifest; ``backend``
+    (when not empty) is what computed the descriptors, else the extractor's."""
     config = getattr(extractor, 'model_config', None)
     if config is None or not dataclasses.is_dataclass(config):
         return {'name': type(extractor).__name__}, {}
     data = to_dict(config)
-    data['backend'] = getattr(extractor, 'backend', 'torch')     # what computed the floats
+    data['backend'] = backend or getattr(extractor, 'backend', 'torch')   # what computed them
     return data, data.get('preprocess', {})
 
 
 def _manifest(table: FrameTable, extractor: DescriptorSource, config: BuildConfig,
               chosen: np.ndarray, positions: np.ndarray, descriptors: Descriptors,
-              skipped: list[dict], tool: str) -> MapManifest:
-    model, preprocess = manifest_model(extractor)
+              skipped: list[dict], tool: str, backend: str = '') -> MapManifest:
+    model, preprocess = manifest_model(extractor, backend)
     z_range = float(np.ptp(positions[:, 2])) if len(positions) else 0.0
     source = dict(table.info, frames=int(len(table.stamps_ns)),
                   frames_without_pose=int((~table.valid).sum()), keyframes=int(len(chosen)),

@@ -108,14 +108,15 @@ def _register_query(subparsers) -> None:
     parser.set_defaults(func=run_query)
 
 
-def load_extractor(args: argparse.Namespace):
-    """The descriptor source chosen on the command line."""
+def load_extractor(args: argparse.Namespace, backend: str | None = None):
+    """The descriptor source chosen on the command line (``backend``: instead of
+    ``--backend``)."""
     if getattr(args, 'pixels', False):
         from vpr_core.mapdb.pixel import PixelDescriptors
         return PixelDescriptors()
     from vpr_core.extractor import Extractor
     return Extractor.from_weights(args.weights, device=args.device, batch_size=args.batch_size,
-                                  progress=False, backend=args.backend)
+                                  progress=False, backend=backend or args.backend)
 
 
 def _source(args: argparse.Namespace, tolerance_s: float):
@@ -145,7 +146,8 @@ def run_build(args: argparse.Namespace) -> int:
     config = load_config(BuildConfig, args.config, [*overrides, *args.set])
     if args.engine != 'ray' and (args.address or args.workers):
         raise ConfigError('--address and --workers need --engine ray')
-    extractor = load_extractor(args)
+    # the Ray head only describes the model (its actors resolve --backend on their devices)
+    extractor = load_extractor(args, backend='torch' if args.engine == 'ray' else None)
     raw = _source(args, config.pose_tolerance_s)
     source = _TableOnce(raw)
     if args.append and map_exists(args.out):

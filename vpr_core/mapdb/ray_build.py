@@ -77,7 +77,8 @@ def build_map_ray(source: ImageFolderSource | BagSource, extractor: DescriptorSo
     ``table``: ``source.table()`` when the caller has read it already (a bag's index is
     then not read again).
 
-    ``extractor`` describes the model for the manifest (it computes nothing here);
+    ``extractor`` describes the model for the manifest (it computes nothing here; the
+    manifest records the backend the actors ran, each resolving ``auto`` on its device);
     ``worker_extractor`` makes each actor's copy (default: ``extractor``'s model shipped as
     bytes, or a copy of a weight-free source). Every actor's fingerprint must equal
     ``extractor``'s.
@@ -96,10 +97,10 @@ def build_map_ray(source: ImageFolderSource | BagSource, extractor: DescriptorSo
     with ray_session(ray_config) as ray, _data_context(ray):
         rows = _run(ray, table, chosen, reader, make, config, ray_config)
         gathered = _gather(rows, table, chosen, config, extractor.fingerprint, progress)
-    kept, descriptors, thumbnails, skipped = gathered
+    kept, descriptors, thumbnails, skipped, backends = gathered
     return assemble_map(table, extractor, config, kept, descriptors, thumbnails, skipped,
                         out=out, lock_timeout_s=lock_timeout_s,
-                        tool='vpr build-map --engine ray')
+                        tool='vpr build-map --engine ray', backend='+'.join(sorted(backends)))
 
 
 def make_reader(source: ImageFolderSource | BagSource, table: FrameTable
@@ -230,7 +231,7 @@ def _run(ray, table, chosen, reader, make, config, ray_config):
 
 
 def _gather(dataset, table, chosen, config, fingerprint, progress):
-    kept, floats, codes, thumbs, skipped = [], [], [], [], []
+    kept, floats, codes, thumbs, skipped, backends = [], [], [], [], [], set()
     expected = 0
     with tqdm(total=len(chosen), unit='img', desc='map descriptors (ray)',
               disable=not progress) as bar:
@@ -241,6 +242,7 @@ def _gather(dataset, table, chosen, config, fingerprint, progress):
                 raise MapError(f'a Ray worker described with model {row["fingerprint"]}, not '
                                f'{fingerprint}: every worker must run the same model')
             expected += 1
+            backends.add(str(row['backend']))
             kept.extend(np.asarray(row['kept'], np.int64).tolist())
             floats.append(np.asarray(row['floats'], np.float32))
             codes.append(np.asarray(row['codes'], np.uint8))
@@ -255,7 +257,7 @@ def _gather(dataset, table, chosen, config, fingerprint, progress):
     thumbnails = None
     if config.thumbnail_size[0] > 0 and kept:
         thumbnails = np.concatenate([t for t in thumbs if len(t)])
-    return kept, descriptors, thumbnails, skipped
+    return kept, descriptors, thumbnails, skipped, backends - {''}
 
 
 def _rows(dataset):

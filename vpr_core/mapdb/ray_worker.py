@@ -17,6 +17,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from vpr_core import bags
+from vpr_core.backends import DEFAULT_BACKEND
 from vpr_core.errors import MapError, UnsupportedImageError
 from vpr_core.image import load_image_file
 from vpr_core.mapdb.builder import BuildConfig, DescriptorSource, kept_outputs, thumbnail
@@ -37,7 +38,7 @@ class ModelSpec:
 
     checkpoint: bytes | None
     device: str = 'auto'
-    backend: str = 'torch'
+    backend: str = DEFAULT_BACKEND
     batch_size: int = 16
     fp16: bool | None = None
     crossimage_policy: str = 'single'
@@ -49,21 +50,25 @@ class ModelSpec:
            ) -> 'ModelSpec':
         """The spec of a ``vpr_core.extractor.Extractor``: its model saved to bytes, its
         batch size and cross-image policy, the workers' ``device`` (``auto``: a GPU where the
-        worker has one) and ``backend`` (None: the extractor's).
+        worker has one) and ``backend`` (None: the one the extractor was asked for, so
+        ``auto`` is resolved on each worker's own device).
 
         ``fp16`` ``'extractor'``: the extractor's precision where it runs on CUDA (fp16 on or
         off), else None (a CPU extractor says nothing of CUDA workers: their default, as a
         single-process build there). ``onnx_cache``: the workers' ONNX cache folder.
         """
         from vpr_core.model.checkpoint import save_model
-        with tempfile.TemporaryDirectory(prefix='vpr-ray-model-') as folder:
-            path = Path(folder) / 'model.safetensors'
-            save_model(extractor.model, path)
-            blob = path.read_bytes()
+        if not getattr(extractor, 'holds_weights', True):     # another backend runs it
+            blob = Path(extractor.weights_path).read_bytes()
+        else:
+            with tempfile.TemporaryDirectory(prefix='vpr-ray-model-') as folder:
+                path = Path(folder) / 'model.safetensors'
+                save_model(extractor.model, path)
+                blob = path.read_bytes()
         if fp16 == 'extractor':
             on_cuda = getattr(getattr(extractor, 'device', None), 'type', None) == 'cuda'
             fp16 = bool(extractor.fp16) if on_cuda else None
-        return cls(blob, device=device, backend=backend or extractor.backend,
+        return cls(blob, device=device, backend=backend or extractor.requested_backend,
                    batch_size=extractor.batch_size, fp16=fp16,
                    crossimage_policy=str(extractor.crossimage_policy),
                    onnx_cache=None if onnx_cache is None else str(onnx_cache))
@@ -193,7 +198,7 @@ class GroupDescriber:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
         """A batch of group rows -> one output row per group, same order."""
         out: dict[str, list] = {k: [] for k in ('group', 'kept', 'floats', 'codes', 'thumbs',
-                                                'errors', 'fingerprint')}
+                                                'errors', 'fingerprint', 'backend')}
         for row in range(len(batch['group'])):
             images = _unpack(batch['pixels'][row], batch['shapes'][row])
             floats, codes = self._describe(images)
@@ -207,6 +212,7 @@ class GroupDescriber:
                                  np.zeros((0, 0, 0, 3), np.uint8))
             out['errors'].append(str(batch['errors'][row]))
             out['fingerprint'].append(self.extractor.fingerprint)
+            out['backend'].append(str(getattr(self.extractor, 'backend', '')))
         return out
 
     def _describe(self, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

@@ -124,6 +124,55 @@ def test_auto_falls_back_to_torch_when_the_graph_cannot_be_written(tmp_path, cap
         Extractor(model, device='cpu', backend='onnxruntime', onnx_cache=blocker / 'sub')
 
 
+def test_a_failed_graph_is_noted_so_the_next_start_goes_straight_to_torch(tmp_path, caplog,
+                                                                          monkeypatch):
+    import vpr_core.model.export
+    from vpr_core import onnx_cache
+    calls = []
+
+    def failing(model, path, **kwargs):
+        calls.append(path)
+        raise RuntimeError('operator not supported by the exporter')
+
+    monkeypatch.setattr(vpr_core.model.export, 'export_onnx', failing)
+    model = tiny_model('float')
+    first = Extractor(model, device='cpu', backend='auto', onnx_cache=tmp_path)
+    assert first.backend == 'torch' and len(calls) == 1
+    note = onnx_cache.graph_path(model, tmp_path).with_suffix('.failed')
+    assert 'operator not supported' in note.read_text()
+    with caplog.at_level('WARNING', logger='vpr_core.backends'):
+        again = Extractor(model, device='cpu', backend='auto', onnx_cache=tmp_path)
+    assert again.backend == 'torch' and len(calls) == 1        # not tried again
+    assert 'delete it to try again' in caplog.text
+    monkeypatch.setattr(onnx_cache, '_versions', lambda: {'torch': 'newer'})
+    Extractor(model, device='cpu', backend='auto', onnx_cache=tmp_path)
+    assert len(calls) == 2                      # another torch or onnxruntime: tried again
+    monkeypatch.undo()
+    note.unlink()
+    assert Extractor(model, device='cpu', backend='auto',
+                     onnx_cache=tmp_path).backend == 'onnxruntime'
+
+
+def test_a_checkpoint_run_by_onnxruntime_is_not_held_twice(tmp_path):
+    """from_weights drops the torch weights once onnxruntime holds the graph; everything
+    that needs the model still works (dimensions, fingerprint, shipping it to Ray actors)."""
+    from vpr_core.mapdb.ray_worker import ModelSpec
+    from vpr_core.model import save_model
+    path = tmp_path / 'model.safetensors'
+    save_model(tiny_model('two_branch'), path)
+    images = [np.random.default_rng(0).integers(0, 255, (40, 50, 3), np.uint8)]
+    eager = Extractor.from_weights(path, device='cpu', backend='torch')
+    graph = Extractor.from_weights(path, device='cpu', backend='onnxruntime',
+                                   onnx_cache=tmp_path / 'onnx')
+    assert eager.holds_weights and not graph.holds_weights
+    assert all(p.is_meta for p in graph.model.parameters())
+    assert (graph.fingerprint, graph.descriptor_dim, graph.code_bits) == \
+        (eager.fingerprint, eager.descriptor_dim, eager.code_bits)
+    assert np.abs(graph.extract(images).floats - eager.extract(images).floats).max() < 1e-5
+    spec = ModelSpec.of(graph, 'cpu', onnx_cache=tmp_path / 'onnx')
+    assert spec.checkpoint == path.read_bytes() and spec().fingerprint == eager.fingerprint
+
+
 @pytest.mark.parametrize('verb', [['build-map', '--images', 'x', '--out', 'm'],
                                   ['query', '--images', 'x', '--map', 'm'],
                                   ['evaluate', '--database', 'd', '--queries', 'q', '--out', 'o'],

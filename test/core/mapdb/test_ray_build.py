@@ -202,6 +202,10 @@ def test_build_map_command_with_the_ray_engine(frames, cluster, tmp_path, capsys
     single, distributed = (MapDatabase.load(tmp_path / name) for name in ('single', 'ray'))
     assert single.manifest.map_id == distributed.manifest.map_id
     assert np.array_equal(single.floats, distributed.floats)
+    # default --backend auto: the CPU actors ran onnxruntime, and the manifest says so (the
+    # head, which computes nothing, runs torch)
+    assert single.manifest.model['backend'] == distributed.manifest.model['backend'] == \
+        'onnxruntime'
     assert main(['build-map', '--images', str(folder), '--out', str(tmp_path / 'x'),
                  '--address', 'auto']) == 2
     assert '--address and --workers need --engine ray' in capsys.readouterr().err
@@ -266,3 +270,7 @@ def test_model_spec_carries_every_descriptor_setting(tmp_path):
     worker = spec()
     assert worker.crossimage_policy == 'fixed_batch' and worker.batch_size == 3
     assert worker.fingerprint == extractor.fingerprint
+    # auto is sent unresolved: a CUDA worker picks torch there, whatever the head resolved
+    assert ModelSpec(spec.checkpoint).backend == 'auto'
+    assert ModelSpec.of(Extractor.from_weights(None, device='cpu', backend='auto',
+                                               onnx_cache=tmp_path / 'onnx')).backend == 'auto'

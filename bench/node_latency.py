@@ -34,6 +34,8 @@ import time
 import cv2
 import numpy as np
 
+from vpr_core.backends import add_backend_argument
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / 'data' / 'sample'
 TOPIC = '/camera/image'
@@ -48,7 +50,7 @@ def build(args, workdir: Path):
     from vpr_core.mapdb.builder import build_map, BuildConfig
     from vpr_core.mapdb.keyframe import KeyframeConfig
     from vpr_core.mapdb.source import BagSource
-    extractor = Extractor.from_weights(args.weights, device=args.device)
+    extractor = Extractor.from_weights(args.weights, device=args.device, backend=args.backend)
     source = BagSource(SAMPLE / 'nordland_summer', TOPIC, '/odom')
     database = build_map(source, extractor, BuildConfig(keyframes=KeyframeConfig(enabled=False)),
                          out=workdir / 'map', progress=False)
@@ -104,7 +106,7 @@ def measure(args, recognizer, map_dir: Path, queries: list) -> tuple[list, list]
     executor.add_node(probe)
     threading.Thread(target=executor.spin, daemon=True).start()
     params = {'weights': args.weights or '', 'map_dir': str(map_dir), 'device': args.device,
-              'image_topics': [TOPIC]}
+              'backend': args.backend, 'image_topics': [TOPIC]}
     if args.reliable:
         params['qos_overrides'] = {TOPIC: {'subscription': {'reliability': 'reliable'}}}
     node_ms, bare_ms = [], []
@@ -143,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--weights', default=None, help='checkpoint (default: bundled model)')
     parser.add_argument('--device', default='auto')
+    add_backend_argument(parser)        # the node's and the bare query's (same default)
     parser.add_argument('--frames', type=int, default=60)
     parser.add_argument('--warmup', type=int, default=5)
     parser.add_argument('--width', type=int, default=640)

@@ -35,6 +35,8 @@ import numpy as np
 
 from node_latency import build, image_message, TOPIC
 
+from vpr_core.backends import add_backend_argument
+
 MAX_GROWTH, MAX_MEMORY_MB = 2.0, 25.0
 
 
@@ -77,6 +79,7 @@ def soak(args, map_dir: Path, queries: list) -> dict:
     executor.add_node(probe)
     threading.Thread(target=executor.spin, daemon=True).start()
     params = {'weights': args.weights or '', 'map_dir': str(map_dir), 'device': args.device,
+              'backend': args.backend,
               'image_topics': [TOPIC]}
     if args.reliable:
         params['qos_overrides'] = {TOPIC: {'subscription': {'reliability': 'reliable',
@@ -111,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--weights', default=None, help='checkpoint (default: bundled model)')
     parser.add_argument('--device', default='auto')
+    add_backend_argument(parser)
     parser.add_argument('--rate', type=float, default=30.0, help='camera rate (Hz)')
     parser.add_argument('--seconds', type=float, default=60.0)
     parser.add_argument('--frames', type=int, default=60, help='distinct frames to cycle')

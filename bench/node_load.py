@@ -85,6 +85,7 @@ def soak(args, map_dir: Path, queries: list) -> dict:
         params['qos_overrides'] = {TOPIC: {'subscription': {'reliability': 'reliable',
                                                             'depth': 10}}}
     memory, count = [], 0
+    every = max(1, int(args.rate * min(5.0, args.seconds / 6)))
     try:
         with NodeProcess(probe, params, log_path=map_dir.parent / 'node.log') as node:
             while publisher.get_subscription_count() == 0:
@@ -98,7 +99,7 @@ def soak(args, map_dir: Path, queries: list) -> dict:
                     sent[round(stamp_s, 6)] = time.monotonic()
                 publisher.publish(message)
                 count += 1
-                if count % int(args.rate * 5) == 0:
+                if count % every == 0:        # every 5 s, at least 6 samples a run
                     memory.append(resident_mb(node.pid))
                 time.sleep(max(0.0, start + count / args.rate - time.monotonic()))
             time.sleep(2.0)

@@ -124,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--best-effort', dest='reliable', action='store_false',
                         help='sensor-data QoS on both sides (frames may be lost in transport)')
     args = parser.parse_args(argv)
+    if args.rate * args.seconds < 6:
+        parser.error('publish at least 6 frames (rate x seconds), so memory can be sampled')
     args.warmup = 0
     os.environ.setdefault('ROS_DOMAIN_ID', str(random.SystemRandom().randint(1, 100)))
     os.environ.setdefault('FASTDDS_BUILTIN_TRANSPORTS', 'LARGE_DATA')

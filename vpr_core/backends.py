@@ -42,7 +42,8 @@ from vpr_core import trt_engine
 from vpr_core.devices import autocast, thread_count, use_fp16
 from vpr_core.errors import ConfigError
 from vpr_core.model.vpr_model import VPRModel
-from vpr_core.onnx_cache import cached_onnx, remember_failure, remembered_failure
+from vpr_core.onnx_cache import (cached_onnx, forget_failure, PASSING_ERRORS, remember_failure,
+                                 remembered_failure)
 
 LOG = logging.getLogger(__name__)
 BACKENDS = ('auto', 'torch', 'onnxruntime', 'tensorrt')
@@ -196,15 +197,19 @@ def _onnxruntime_or_torch(model: VPRModel, device: torch.device, fp16: bool | No
                           cache: str | os.PathLike | None) -> InferenceBackend:
     """``auto`` on CPU: onnxruntime, or torch when the graph cannot be exported or loaded
     here (a read-only cache folder, a full disk, an operator the exporter does not know): an
-    acceleration that is not available must not stop a node from starting. A failure is
-    noted in the cache (:mod:`vpr_core.onnx_cache`), so later starts go straight to torch."""
+    acceleration that is not available must not stop a node from starting. A failure of the
+    graph itself is noted in the cache (:mod:`vpr_core.onnx_cache`), so later starts go
+    straight to torch; a passing one (memory, the file system, a missing package) is not."""
     failed = remembered_failure(model, cache)
     if failed is None:
         try:
-            return OnnxRuntimeBackend(model, device, cache=cache)
+            backend = OnnxRuntimeBackend(model, device, cache=cache)
+            forget_failure(model, cache)
+            return backend
         except Exception as exc:    # noqa: BLE001 - any failure: the torch path still works
             failed = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
-            remember_failure(model, cache, failed)
+            if not isinstance(exc, PASSING_ERRORS):
+                remember_failure(model, cache, failed)
     LOG.warning('backend auto: onnxruntime is not usable for this model here (%s); running '
                 'torch', failed)
     return TorchBackend(model, device, fp16)

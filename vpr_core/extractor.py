@@ -88,7 +88,7 @@ class Extractor:
         dimensions and fingerprint on the ``meta`` device, and :attr:`weights_path` names the
         checkpoint (a ViT-B would otherwise be held twice, 350 MB more on a robot).
         """
-        path = Path(default_model_path() if path is None else path)
+        path = Path(default_model_path() if path is None else path).resolve()
         extractor = cls(load_model(path), **kwargs)
         extractor.weights_path = path
         if extractor.backend != 'torch':

@@ -108,15 +108,17 @@ def _register_query(subparsers) -> None:
     parser.set_defaults(func=run_query)
 
 
-def load_extractor(args: argparse.Namespace, backend: str | None = None):
-    """The descriptor source chosen on the command line (``backend``: instead of
-    ``--backend``)."""
+def load_extractor(args: argparse.Namespace, backend: str | None = None,
+                   device: str | None = None):
+    """The descriptor source chosen on the command line (``backend``, ``device``: instead of
+    ``--backend``, ``--device``)."""
     if getattr(args, 'pixels', False):
         from vpr_core.mapdb.pixel import PixelDescriptors
         return PixelDescriptors()
     from vpr_core.extractor import Extractor
-    return Extractor.from_weights(args.weights, device=args.device, batch_size=args.batch_size,
-                                  progress=False, backend=backend or args.backend)
+    return Extractor.from_weights(args.weights, device=device or args.device,
+                                  batch_size=args.batch_size, progress=False,
+                                  backend=backend or args.backend)
 
 
 def _source(args: argparse.Namespace, tolerance_s: float):
@@ -147,7 +149,8 @@ def run_build(args: argparse.Namespace) -> int:
     if args.engine != 'ray' and (args.address or args.workers):
         raise ConfigError('--address and --workers need --engine ray')
     # the Ray head only describes the model (its actors resolve --backend on their devices)
-    extractor = load_extractor(args, backend='torch' if args.engine == 'ray' else None)
+    extractor = load_extractor(args, backend='torch', device='cpu') \
+        if args.engine == 'ray' else load_extractor(args)
     raw = _source(args, config.pose_tolerance_s)
     source = _TableOnce(raw)
     if args.append and map_exists(args.out):

@@ -59,7 +59,7 @@ class ModelSpec:
         """
         from vpr_core.model.checkpoint import save_model
         if not getattr(extractor, 'holds_weights', True):     # another backend runs it
-            blob = Path(extractor.weights_path).read_bytes()
+            blob = _checkpoint_of(extractor)
         else:
             with tempfile.TemporaryDirectory(prefix='vpr-ray-model-') as folder:
                 path = Path(folder) / 'model.safetensors'
@@ -88,6 +88,18 @@ class ModelSpec:
                          backend=self.backend, fp16=self.fp16,
                          crossimage_policy=self.crossimage_policy,  # type: ignore[arg-type]
                          onnx_cache=self.onnx_cache)
+
+
+def _checkpoint_of(extractor: Any) -> bytes:
+    """The bytes of the checkpoint ``extractor`` was loaded from, if it still holds that
+    model (a file replaced since would give the workers another one)."""
+    from vpr_core.model.checkpoint import read_metadata
+    path = Path(extractor.weights_path)
+    blob = path.read_bytes()        # each worker checks these bytes' fingerprint on load
+    if read_metadata(path).fingerprint != extractor.fingerprint:
+        raise MapError(f'{path} changed since its model was loaded (fingerprint '
+                       f'{extractor.fingerprint[:16]}): load it again')
+    return blob
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import torch
 
 from io_tiny_models import tiny_model
 from vpr_core import backends
-from vpr_core.errors import ConfigError
+from vpr_core.errors import ConfigError, MapError
 from vpr_core.extractor import Extractor
 from vpr_core.image import load_image_file
 from vpr_core.model.checkpoint import model_fingerprint
@@ -146,11 +146,28 @@ def test_a_failed_graph_is_noted_so_the_next_start_goes_straight_to_torch(tmp_pa
     assert 'delete it to try again' in caplog.text
     monkeypatch.setattr(onnx_cache, '_versions', lambda: {'torch': 'newer'})
     Extractor(model, device='cpu', backend='auto', onnx_cache=tmp_path)
-    assert len(calls) == 2                      # another torch or onnxruntime: tried again
-    monkeypatch.undo()
-    note.unlink()
+    assert len(calls) == 2                      # another library version: tried again
+    monkeypatch.undo()                          # the exporter works again
     assert Extractor(model, device='cpu', backend='auto',
                      onnx_cache=tmp_path).backend == 'onnxruntime'
+    assert not note.exists()                    # a working graph drops the note
+    onnx_cache.remember_failure(model, tmp_path, 'RuntimeError: noted by another process')
+    assert Extractor(model, device='cpu', backend='auto',   # the graph exists: note ignored
+                     onnx_cache=tmp_path).backend == 'onnxruntime' and not note.exists()
+
+
+def test_a_passing_failure_is_not_noted(tmp_path, monkeypatch):
+    import vpr_core.model.export
+    from vpr_core import onnx_cache
+
+    def out_of_memory(model, path, **kwargs):
+        raise MemoryError('the export ran out of memory')
+
+    monkeypatch.setattr(vpr_core.model.export, 'export_onnx', out_of_memory)
+    model = tiny_model('float')
+    assert Extractor(model, device='cpu', backend='auto', onnx_cache=tmp_path).backend == 'torch'
+    assert onnx_cache.remembered_failure(model, tmp_path) is None
+    assert not onnx_cache.graph_path(model, tmp_path).with_suffix('.failed').exists()
 
 
 def test_a_checkpoint_run_by_onnxruntime_is_not_held_twice(tmp_path):
@@ -171,6 +188,10 @@ def test_a_checkpoint_run_by_onnxruntime_is_not_held_twice(tmp_path):
     assert np.abs(graph.extract(images).floats - eager.extract(images).floats).max() < 1e-5
     spec = ModelSpec.of(graph, 'cpu', onnx_cache=tmp_path / 'onnx')
     assert spec.checkpoint == path.read_bytes() and spec().fingerprint == eager.fingerprint
+    assert graph.weights_path.is_absolute()
+    save_model(tiny_model('two_branch', seed=1), path)      # replaced on disk since
+    with pytest.raises(MapError, match='changed since its model was loaded'):
+        ModelSpec.of(graph, 'cpu')
 
 
 @pytest.mark.parametrize('verb', [['build-map', '--images', 'x', '--out', 'm'],

@@ -19,8 +19,8 @@ float32 in {-1, +1} (None without a hashing branch). Registered names:
   included, ``bench/backends.py``), ``torch`` on CUDA (fp16 autocast; not measured against
   onnxruntime there, so an onnxruntime CUDA build is used only when asked for by name). When
   the graph cannot be exported or loaded on CPU (read-only cache folder, full disk), ``auto``
-  runs torch with a warning instead of failing (and notes it, so the next start does not
-  try again); the default of the node and of every CLI.
+  runs torch with a warning instead of failing (a failure of the graph itself is noted, so
+  the next start does not try again); the default of the node and of every CLI.
 
 The descriptors do not depend on the backend beyond float rounding (onnxruntime on CPU
 against torch: at most 1.1e-5 apart on 206 real images, one code bit of 47,104 different,

@@ -19,7 +19,6 @@ import logging
 import os
 from pathlib import Path
 
-
 from vpr_core.files import atomic_write_text
 from vpr_core.model.vpr_model import VPRModel
 

@@ -68,7 +68,8 @@ class ModelSpec:
         if fp16 == 'extractor':
             on_cuda = getattr(getattr(extractor, 'device', None), 'type', None) == 'cuda'
             fp16 = bool(extractor.fp16) if on_cuda else None
-        return cls(blob, device=device, backend=backend or extractor.requested_backend,
+        backend = backend or getattr(extractor, 'requested_backend', None) or extractor.backend
+        return cls(blob, device=device, backend=backend,
                    batch_size=extractor.batch_size, fp16=fp16,
                    crossimage_policy=str(extractor.crossimage_policy),
                    onnx_cache=None if onnx_cache is None else str(onnx_cache))

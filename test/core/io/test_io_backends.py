@@ -156,6 +156,18 @@ def test_a_failed_graph_is_noted_so_the_next_start_goes_straight_to_torch(tmp_pa
                      onnx_cache=tmp_path).backend == 'onnxruntime' and not note.exists()
 
 
+@pytest.mark.parametrize('library', ['torch', 'onnx', 'onnxscript', 'onnxruntime', 'vpr_ros'])
+def test_a_noted_failure_is_retried_after_a_library_changes(tmp_path, monkeypatch, library):
+    from vpr_core import onnx_cache
+    model = tiny_model('float')
+    onnx_cache.remember_failure(model, tmp_path, 'RuntimeError: the exporter failed')
+    assert 'the exporter failed' in onnx_cache.remembered_failure(model, tmp_path)
+    real = onnx_cache.metadata.version
+    monkeypatch.setattr(onnx_cache.metadata, 'version',
+                        lambda name: 'other' if name == library else real(name))
+    assert onnx_cache.remembered_failure(model, tmp_path) is None
+
+
 def test_a_passing_failure_is_not_noted(tmp_path, monkeypatch):
     import vpr_core.model.export
     from vpr_core import onnx_cache

@@ -115,3 +115,22 @@ def test_a_map_built_with_onnxruntime_serves_torch_queries(workspace, tmp_path, 
                  '--weights', str(weights), '--backend', 'torch']) == 0
     rows = [line.split('\t') for line in capsys.readouterr().out.strip().splitlines()[1:]]
     assert [int(row[2]) for row in rows] == list(range(10))
+
+
+def test_the_ray_head_loads_the_model_on_cpu_with_torch(tmp_path, monkeypatch):
+    """The head computes nothing: no ONNX export, no GPU memory; --backend goes to the actors
+    (test_ray_build checks that their backend reaches the manifest)."""
+    from vpr_core.errors import ConfigError
+    from vpr_core.mapdb import commands
+    asked = []
+
+    def record(args, **kwargs):
+        asked.append(kwargs)
+        raise ConfigError('recorded')
+
+    monkeypatch.setattr(commands, 'load_extractor', record)
+    common = ['build-map', '--images', str(tmp_path), '--out', str(tmp_path / 'map'),
+              '--device', 'cuda']
+    assert main([*common, '--engine', 'ray']) == 2
+    assert main(common) == 2
+    assert asked == [{'backend': 'torch', 'device': 'cpu'}, {}]
